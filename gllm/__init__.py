@@ -1,0 +1,22 @@
+"""gllm: local embeddings, reranking and text generation, without PyTorch.
+
+    import gllm
+    client = gllm.Client(backend="auto")
+    client.embeddings.create(model="all-minilm:l6", input=["a", "b"]).data[0].embedding
+"""
+
+from gllm_core import __version__
+from gllm_core.errors import (BackendUnavailableError, BadRequestError, CorruptFileError, GllmError,
+                              InvalidModelNameError, ModelNotFoundError, OfflineError, PluginError,
+                              UnsupportedArchitectureError, UnsupportedFormatError)
+
+from .async_client import AsyncClient
+from .client import Client
+from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage
+
+__all__ = [
+    "AsyncClient", "Client", "CreateEmbeddingResponse", "Embedding", "EmbeddingUsage", "GllmError",
+    "BackendUnavailableError", "BadRequestError", "CorruptFileError", "InvalidModelNameError",
+    "ModelNotFoundError", "OfflineError", "PluginError", "UnsupportedArchitectureError",
+    "UnsupportedFormatError", "__version__",
+]

@@ -1,0 +1,163 @@
+"""The ``gllm`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from gllm_core.errors import GllmError
+
+
+def _fail(exc: GllmError):
+    raise click.ClickException(str(exc))
+
+
+class _Group(click.Group):
+    """Turns every GllmError into a one-line message and exit status 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GllmError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="gllm")
+def cli():
+    """Local embeddings, reranking and text generation without PyTorch."""
+
+
+def _store():
+    from gllm_core.plugins import get_registry
+    from gllm_core.store import ModelStore
+
+    return ModelStore(aliases=get_registry().aliases)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--backend", default="auto", show_default=True, help="backend name or auto")
+@click.option("--dimensions", type=int, default=None, help="truncate and renormalise to this size")
+@click.option("--json", "as_json", is_flag=True, help="print the OpenAI-shaped response as JSON")
+def embed(model, texts, backend, dimensions, as_json):
+    """Embed TEXTS with MODEL and print the vectors."""
+    from gllm import Client
+
+    response = Client(backend=backend).embeddings.create(model=model, input=list(texts), dimensions=dimensions)
+    if as_json:
+        click.echo(response.model_dump_json())
+        return
+    for text, item in zip(texts, response.data):
+        vec = item.embedding
+        head = ", ".join(f"{x:+.4f}" for x in vec[:6])
+        click.echo(f"{text[:40]!r:44} [{head}, …] ({len(vec)} dims)")
+
+
+@cli.command()
+@click.argument("name")
+def pull(name):
+    """Download NAME (alias or org/repo) from the Hugging Face hub into the store."""
+    entry = _store().pull(name)
+    click.echo(f"pulled {name} → {entry.path}")
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--name", required=True, help="store name or alias to file it under")
+def import_(path, name):
+    """Bring a local model file or folder into the store (air-gapped use)."""
+    entry = _store().import_path(path, name)
+    click.echo(f"imported {path} as {name} → {entry.path}")
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json):
+    """List the models in the store."""
+    entries = _store().list()
+    if as_json:
+        click.echo(json.dumps([e.to_dict() if hasattr(e, "to_dict") else _entry_dict(e) for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo("no models in the store; use gllm pull NAME or gllm import PATH --name NAME")
+    for e in entries:
+        aliases = f"  ({', '.join(e.aliases)})" if getattr(e, "aliases", None) else ""
+        click.echo(f"{e.key:50} {e.size / 1e6:9.1f} MB  {e.source}{aliases}")
+
+
+def _entry_dict(entry):
+    import attrs
+
+    return attrs.asdict(entry)
+
+
+@cli.command()
+@click.argument("name")
+def rm(name):
+    """Remove a model from the store."""
+    _store().remove(name)
+    click.echo(f"removed {name}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json):
+    """List plugins: version, hooks implemented, load errors."""
+    from gllm_core.plugins import get_host
+
+    infos = get_host().plugin_list()
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    for i in infos:
+        kind = "built-in" if i.builtin else (i.version or "?")
+        click.echo(f"{i.name:28} {kind:10} {', '.join(i.hooks) or '-'}")
+        for err in i.errors:
+            click.echo(f"{'':28} ERROR {err}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def backends(as_json):
+    """List backends with availability and priority, and the one auto picks."""
+    from gllm_core.plugins import get_registry
+    from gllm_core.selection import backend_statuses, choose_backend
+
+    registry = get_registry()
+    rows = backend_statuses(registry)
+    try:
+        auto = choose_backend(registry, "auto")
+    except GllmError:
+        auto = None
+    if as_json:
+        import attrs
+
+        click.echo(json.dumps({"auto": auto, "backends": [attrs.asdict(r) for r in rows]}, indent=2))
+        return
+    for r in rows:
+        mark = "*" if r.name == auto else " "
+        state = "available" if r.available else "unavailable"
+        click.echo(f"{mark} {r.name:10} {state:12} priority {r.priority:4}  {r.detail}")
+    click.echo(f"auto → {auto}")
+
+
+def _add_plugin_commands():
+    try:
+        from gllm_core.plugins import get_host
+
+        get_host().add_commands(cli)
+    except Exception as exc:  # noqa: BLE001 - the CLI must still work
+        click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+
+
+def main(argv=None):
+    _add_plugin_commands()
+    return cli.main(args=argv, prog_name="gllm")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

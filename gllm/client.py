@@ -1,0 +1,93 @@
+"""``gllm.Client``: the OpenAI-shaped SDK over the plugin host, model store and engine."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from gllm_core import embedding as emb
+from gllm_core.errors import BadRequestError
+from gllm_core.loader import LoadedModel, load_model
+from gllm_core.plugins import get_host
+from gllm_core.selection import choose_backend, create_backend
+from gllm_core.store import ModelStore
+
+from .builder import RequestBuilder
+from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage
+
+
+class Client:
+    """Runs models in this process.
+
+    ``backend`` is ``"auto"`` (the available backend of highest priority, or ``GLLM_BACKEND``)
+    or a backend name; ``home`` moves the model store (default ``GLLM_HOME`` or ``~/.gllm``).
+    Loaded models are kept for the life of the client.
+    """
+
+    def __init__(self, backend: str = "auto", *, home: str | os.PathLike | None = None, **backend_options: Any):
+        self._host = get_host()
+        registry = self._host.registry
+        self.backend_name = choose_backend(registry, backend)
+        self.backend = create_backend(registry, self.backend_name, **backend_options)
+        root = None if home is None else os.path.join(os.fspath(home), "models")
+        self.store = ModelStore(root=root, aliases=registry.aliases)
+        self._models: dict[str, LoadedModel] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.embeddings = Embeddings(self)
+
+    def load(self, model: str) -> LoadedModel:
+        """The loaded model for a name (alias, repository id, store name or path), loading it once."""
+        if not isinstance(model, str) or not model:
+            raise BadRequestError(f"model must be a non-empty string, got {model!r}")
+        with self._lock:
+            if model in self._models:
+                return self._models[model]
+            lock = self._locks.setdefault(model, threading.Lock())
+        with lock:  # concurrent first calls load once
+            if model not in self._models:
+                resolved = self.store.resolve(model)
+                loaded = load_model(model, resolved.path, self.backend, self._host.registry)
+                with self._lock:
+                    self._models[model] = loaded
+            return self._models[model]
+
+    def unload(self, model: str) -> None:
+        with self._lock:
+            self._models.pop(model, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Embeddings:
+    FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
+
+    def __init__(self, client: Client):
+        self._client = client
+
+    def create(self, *, model: str, input, encoding_format: str = "float", dimensions: int | None = None,
+               user: str | None = None) -> CreateEmbeddingResponse:
+        """Embed text or token ids, as ``openai.OpenAI().embeddings.create``."""
+        if encoding_format not in ("float", "base64"):
+            raise BadRequestError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}")
+        loaded = self._client.load(model)
+        seqs = emb.tokenize_inputs(loaded, input)
+        vectors = emb.shorten(emb.embed_sequences(loaded, seqs), dimensions)
+        if encoding_format == "base64":
+            data = [Embedding(emb.encode_base64(v), i) for i, v in enumerate(vectors)]
+        else:
+            data = [Embedding(v.tolist(), i) for i, v in enumerate(vectors)]
+        tokens = sum(len(ids) for ids, _ in seqs)
+        return CreateEmbeddingResponse(data=data, model=model, usage=EmbeddingUsage(tokens, tokens))
+
+    def builder(self, **fields) -> RequestBuilder:
+        return RequestBuilder(self.create, self.FIELDS, **fields)

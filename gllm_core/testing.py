@@ -1,0 +1,196 @@
+"""Backend conformance suite: checks any backend against the numpy reference on random inputs.
+
+A backend plugin runs it in its tests::
+
+    import pytest
+    from gllm_core.testing import conformance_cases
+
+    @pytest.mark.parametrize("case", conformance_cases(), ids=str)
+    def test_conformance(case):
+        case.check(MyBackend())
+
+Shapes include odd sizes (not multiples of any tile or vector width) on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+import numpy as np
+
+from .backends.numpy_backend import NumpyBackend
+from .weights import WeightMatrix, WeightVector, f32_to_bf16
+
+RTOL = 1e-4
+ATOL = 1e-4
+
+
+def random_matrix(rng, rows: int, cols: int, dtype: str = "f32", name: str = "w", scale: float = 0.5) -> WeightMatrix:
+    values = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+    if dtype == "f32":
+        return WeightMatrix(name, values, "f32", (rows, cols))
+    if dtype == "f16":
+        return WeightMatrix(name, values.astype(np.float16), "f16", (rows, cols))
+    if dtype == "bf16":
+        return WeightMatrix(name, f32_to_bf16(values), "bf16", (rows, cols))
+    raise ValueError(dtype)
+
+
+def random_vector(rng, n: int, name: str = "v", offset: float = 0.0) -> WeightVector:
+    return WeightVector(name, (rng.standard_normal(n) * 0.5 + offset).astype(np.float32), "f32")
+
+
+def _acts(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _cu(lengths):
+    cu = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cu[1:])
+    return cu
+
+
+@attrs.frozen
+class Case:
+    name: str
+    run: Callable  # run(backend, rng) -> output as host arrays (tuple or array)
+    rtol: float = RTOL
+    atol: float = ATOL
+    seed: int = 0
+
+    def __str__(self) -> str:
+        return self.name
+
+    def check(self, backend, reference=None) -> None:
+        reference = reference or NumpyBackend()
+        expected = self.run(reference, np.random.default_rng(self.seed))
+        actual = self.run(backend, np.random.default_rng(self.seed))
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        actual = actual if isinstance(actual, tuple) else (actual,)
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            e, a = np.asarray(e), np.asarray(a)
+            if e.shape != a.shape:
+                raise AssertionError(f"{self.name}: output {i} has shape {a.shape}, expected {e.shape}")
+            np.testing.assert_allclose(a, e, rtol=self.rtol, atol=self.atol,
+                                       err_msg=f"{self.name}: output {i} differs from the numpy reference")
+
+
+def _linear(t, n_in, n_out, dtype, bias, act):
+    def run(b, rng):
+        w = b.prepare_matrix(random_matrix(rng, n_out, n_in, dtype, scale=1.0 / np.sqrt(n_in)))
+        bv = b.prepare_vector(random_vector(rng, n_out)) if bias else None
+        return b.download(b.linear(b.upload(_acts(rng, t, n_in)), w, bv, act))
+    return Case(f"linear-{dtype}-{t}x{n_in}->{n_out}-bias{int(bias)}-{act}", run)
+
+
+def _embedding(v, d, dtype):
+    def run(b, rng):
+        table = b.prepare_matrix(random_matrix(rng, v, d, dtype))
+        ids = rng.integers(0, v, size=13).astype(np.int32)
+        return b.download(b.embedding(table, b.upload(ids)))
+    return Case(f"embedding-{dtype}-{v}x{d}", run)
+
+
+def _layer_norm(t, d, residual, bias=True):
+    def run(b, rng):
+        w, bb = b.prepare_vector(random_vector(rng, d, offset=1.0)), b.prepare_vector(random_vector(rng, d))
+        x = b.upload(_acts(rng, t, d, scale=3.0) + 2.0)
+        r = b.upload(_acts(rng, t, d)) if residual else None
+        return b.download(b.layer_norm(x, w, bb if bias else None, 1e-12, r))
+    return Case(f"layer_norm-{t}x{d}-res{int(residual)}-bias{int(bias)}", run)
+
+
+def _rms_norm(t, d):
+    def run(b, rng):
+        w = b.prepare_vector(random_vector(rng, d, offset=1.0))
+        x, r = b.upload(_acts(rng, t, d, scale=2.0)), b.upload(_acts(rng, t, d))
+        y1 = b.download(b.rms_norm(x, w, 1e-6))
+        y2, h = b.add_rms_norm(x, r, w, 1e-6)
+        return y1, b.download(y2), b.download(h)
+    return Case(f"rms_norm-{t}x{d}", run)
+
+
+def _elementwise(t, d):
+    def run(b, rng):
+        x, y = b.upload(_acts(rng, t, d)), b.upload(_acts(rng, t, d))
+        vec = b.prepare_vector(random_vector(rng, d))
+        col = b.upload(_acts(rng, t, 1))
+        outs = [b.add(x, y), b.add(x, vec), b.mul(x, y), b.mul(x, vec), b.mul(x, col), b.silu_mul(x, y)]
+        outs += [b.activation(x, k) for k in ("gelu", "gelu_tanh", "relu", "silu")]
+        outs += [b.softmax(x)]
+        return tuple(b.download(o) for o in outs)
+    return Case(f"elementwise-{t}x{d}", run)
+
+
+def _shapes(t, sizes):
+    def run(b, rng):
+        x = b.upload(_acts(rng, t, sum(sizes)))
+        parts = [b.download(p) for p in b.split(x, sizes)]
+        rows = np.array([t - 1, 0, t // 2], dtype=np.int32)
+        viewed = b.download(b.view(b.take_rows(x, rows), (3, sum(sizes))))
+        return tuple(parts) + (viewed,)
+    return Case(f"split-view-take-{t}x{sizes}", run)
+
+
+def _top_k(t, n, k):
+    def run(b, rng):
+        values, idx = b.top_k(b.upload(_acts(rng, t, n)), k)
+        return np.asarray(values), np.asarray(idx).astype(np.int64)
+    return Case(f"top_k-{t}x{n}-k{k}", run)
+
+
+def _rope(t, h, d, rot, style, scale):
+    def run(b, rng):
+        x = b.upload(_acts(rng, t, h, d))
+        positions = rng.integers(0, 5000, size=t).astype(np.int32)
+        inv_freq = (1.0 / 10000 ** (np.arange(0, rot, 2, dtype=np.float32) / rot)).astype(np.float32)
+        return b.download(b.rope(x, positions, inv_freq, style, scale))
+    return Case(f"rope-{style}-{t}x{h}x{d}-rot{rot}-scale{scale}", run, atol=2e-4)
+
+
+def _attention(lengths_q, lengths_k, hq, hkv, d, causal, window=None):
+    def run(b, rng):
+        tq, tk = sum(lengths_q), sum(lengths_k)
+        q = b.upload(_acts(rng, tq, hq, d))
+        k = b.upload(_acts(rng, tk, hkv, d))
+        v = b.upload(_acts(rng, tk, hkv, d))
+        return b.download(b.attention(q, k, v, _cu(lengths_q), _cu(lengths_k), 1.0 / np.sqrt(d), causal, window))
+    tag = f"attention-q{lengths_q}-k{lengths_k}-h{hq}/{hkv}-d{d}-causal{int(causal)}-win{window}"
+    return Case(tag, run)
+
+
+def conformance_cases() -> list[Case]:
+    cases = []
+    for dtype in ("f32", "f16", "bf16"):
+        cases += [_linear(1, 37, 23, dtype, False, None), _linear(7, 64, 96, dtype, True, "gelu"),
+                  _linear(33, 129, 65, dtype, True, None), _embedding(50, 17, dtype)]
+    for act in ("gelu_tanh", "relu", "silu"):
+        cases.append(_linear(5, 40, 31, "f32", True, act))
+    cases += [_layer_norm(1, 7, False), _layer_norm(9, 384, True), _layer_norm(4, 33, True, bias=False),
+              _rms_norm(1, 5), _rms_norm(11, 96), _elementwise(3, 17), _elementwise(17, 130),
+              _shapes(5, (7, 7, 3)), _top_k(6, 9, 2), _top_k(3, 64, 8)]
+    cases += [_rope(5, 3, 16, 16, "neox", 1.0), _rope(4, 2, 12, 8, "interleaved", 1.0),
+              _rope(3, 4, 64, 32, "neox", 1.2), _rope(2, 1, 10, 10, "interleaved", 1.0)]
+    cases += [
+        _attention([5], [5], 4, 4, 8, False),
+        _attention([1, 9, 4], [1, 9, 4], 2, 2, 16, False),
+        _attention([3, 1, 7], [3, 1, 7], 6, 2, 8, True),
+        _attention([1, 1], [17, 5], 8, 1, 32, True),  # decode: one query over cached keys
+        _attention([4, 2], [10, 2], 4, 2, 12, True),  # chunked prefill after a cache
+        _attention([300], [300], 2, 1, 8, True),  # longer than one key block
+        _attention([9], [9], 2, 2, 8, True, window=3),
+        _attention([2, 3], [2, 3], 3, 3, 5, False),
+    ]
+    return cases
+
+
+def check_backend(backend, reference=None) -> list[str]:
+    """Run every case; returns the failures' messages (empty when the backend conforms)."""
+    failures = []
+    for case in conformance_cases():
+        try:
+            case.check(backend, reference)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"{case.name}: {exc}")
+    return failures
