@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -80,7 +81,7 @@ def list_(as_json):
     """List the models in the store."""
     entries = _store().list()
     if as_json:
-        click.echo(json.dumps([e.to_dict() if hasattr(e, "to_dict") else _entry_dict(e) for e in entries], indent=2))
+        click.echo(json.dumps([_entry_dict(e) for e in entries], indent=2, default=str))
         return
     if not entries:
         click.echo("no models in the store; use gllm pull NAME or gllm import PATH --name NAME")
@@ -92,7 +93,7 @@ def list_(as_json):
 def _entry_dict(entry):
     import attrs
 
-    return attrs.asdict(entry)
+    return attrs.asdict(entry, value_serializer=lambda inst, field, value: str(value) if isinstance(value, os.PathLike) else value)
 
 
 @cli.command()

@@ -481,3 +481,25 @@ def test_pull_hub_errors_are_wrapped(store, monkeypatch):
     with pytest.raises(DownloadError, match="safetensors"):
         store.pull("someorg/pickled", progress=False)
     assert store.list() == []
+
+
+def test_cli_store_round_trip(tmp_path, monkeypatch):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from gllm.cli import cli
+
+    monkeypatch.setenv("GLLM_HOME", str(tmp_path / "home"))
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", str(model), "--name", "mine"]).exit_code == 0
+    listed = _json.loads(runner.invoke(cli, ["list", "--json"]).output)
+    assert [e["key"] for e in listed] == ["mine"] and listed[0]["source"] == "import"
+    assert "mine" in runner.invoke(cli, ["list"]).output
+    assert runner.invoke(cli, ["rm", "mine"]).exit_code == 0
+    assert _json.loads(runner.invoke(cli, ["list", "--json"]).output) == []
+    bad = runner.invoke(cli, ["import", str(model), "--name", "../x"])
+    assert bad.exit_code == 1 and "invalid model name" in bad.output
