@@ -1,0 +1,544 @@
+"""The OpenCL kernel set: every op of ``gllm_core.backend.Backend`` on pyopencl buffers.
+
+Arrays live on the device from op to op (``DeviceArray``: a buffer with a shape); weights are
+uploaded once by ``prepare_matrix`` / ``prepare_vector`` in their stored type (f16 and bf16 stay
+16-bit and are widened to float32 as the kernels read them). The host meets the device only in
+``upload``, ``download``, ``top_k`` and in the small index arrays that ops take from the host
+(positions, cu_seqlens, row indices), which are uploaded once per distinct content and reused by
+every layer of a forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from importlib import resources
+from typing import Sequence
+
+import numpy as np
+
+from gllm_core.backend import Backend
+from gllm_core.errors import BadRequestError, BackendUnavailableError
+from gllm_core.weights import WeightMatrix, WeightVector
+
+from .device import DeviceInfo, choose_device
+
+ACT_CODES = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4}
+WEIGHT_CODES = {"f32": 0, "f16": 1, "bf16": 2}
+GEMV_MAX_ROWS = 8  # x rows up to which linear reads each weight once per row group (decode)
+_I32 = np.int32
+_F32 = np.float32
+
+
+class DeviceArray:
+    """A float32 (or int32) array on the device: a buffer, a shape, and for small index arrays the
+    host copy they came from (so lookups can be range-checked without reading the device)."""
+
+    __slots__ = ("buf", "shape", "dtype", "host")
+
+    def __init__(self, buf, shape, dtype=_F32, host=None):
+        self.buf = buf
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.host = host
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, dtype={self.dtype})"
+
+
+class DeviceMatrix:
+    """A prepared weight matrix: its stored bits on the device and the kernels that read them."""
+
+    __slots__ = ("buf", "shape", "dtype", "code", "name")
+
+    def __init__(self, buf, shape, dtype: str, name: str):
+        self.buf = buf
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.code = WEIGHT_CODES[dtype]
+        self.name = name
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.shape[1]
+
+
+def _source(name: str) -> str:
+    return resources.files(__package__).joinpath("kernels", name).read_text()
+
+
+def _round_up(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+class _Runtime:
+    """One context, queue, memory pool and program cache per device, shared by every backend
+    instance in the process (PoCL compiles on first use: compile once, reuse)."""
+
+    _by_device: dict = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls, info: DeviceInfo, device) -> "_Runtime":
+        key = (info.platform, info.name, info.index)
+        with cls._lock:
+            rt = cls._by_device.get(key)
+            if rt is None:
+                rt = cls._by_device[key] = cls(info, device)
+            return rt
+
+    def __init__(self, info: DeviceInfo, device):
+        import pyopencl as cl
+        import pyopencl.tools
+
+        self.cl = cl
+        self.info = info
+        self.device = device
+        self.ctx = cl.Context([device])
+        self.queue = cl.CommandQueue(self.ctx)
+        self.pool = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(self.queue))
+        self.lock = threading.RLock()
+        self.programs: dict = {}
+        self.kernels: dict = {}
+        self.max_group = int(device.max_work_group_size)
+        self.local_mem = int(device.local_mem_size)
+        self.compute_units = int(device.max_compute_units)
+        self.nvidia = "nvidia" in info.platform.lower()
+
+    def program(self, files: Sequence[str], defines: dict):
+        key = (tuple(files), tuple(sorted(defines.items())))
+        prg = self.programs.get(key)
+        if prg is None:
+            src = _source("common.h") + "\n" + "\n".join(_source(f) for f in files)
+            options = ["-cl-std=CL1.2"] + [f"-D{k}={v}" for k, v in sorted(defines.items())]
+            try:
+                prg = self.cl.Program(self.ctx, src).build(options=options)
+            except self.cl.Error as exc:
+                raise BackendUnavailableError(f"OpenCL program {files} {defines} failed to build on "
+                                              f"{self.info.name}: {exc}") from exc
+            self.programs[key] = prg
+        return prg
+
+    def kernel(self, program, name: str, scalar_types: list):
+        """One kernel object per (program, name), shared by the backends on this device."""
+        key = (id(program), name)
+        k = self.kernels.get(key)
+        if k is None:
+            k = self.kernels[key] = self.cl.Kernel(program, name)
+            k.set_scalar_arg_dtypes(scalar_types)
+        return k
+
+
+B = None  # a buffer argument in scalar_types lists
+
+
+class OpenCLBackend(Backend):
+    name = "opencl"
+
+    def __init__(self, device: str | int | None = None, attention_min_groups: int | None = None):
+        info, dev = choose_device(None if device is None else str(device))
+        self.info = info
+        self.rt = rt = _Runtime.get(info, dev)
+        self.cl = rt.cl
+        self.queue = rt.queue
+        self._lock = rt.lock
+        self._alloc = rt.pool.allocate
+        self._pending: list = []  # non-blocking uploads in flight: their host arrays stay alive
+        self._consts: dict = {}
+        red = 1
+        while red * 2 <= min(256, rt.max_group):
+            red *= 2
+        self.red = red
+        # split-K decode attention aims for at least this many work-groups
+        self.attention_min_groups = attention_min_groups or 4 * rt.compute_units
+        prg = rt.program(["basic.cl"], {"RED": red})
+        _kernel = rt.kernel
+        i, f = _I32, _F32
+        self._k_fill = _kernel(prg, "fill_zero", [B, i])
+        self._k_add = _kernel(prg, "add", [B, B, B, i, i, i])
+        self._k_mul = _kernel(prg, "mul", [B, B, B, i, i, i])
+        self._k_act = _kernel(prg, "activation", [B, B, i, i])
+        self._k_silu_mul = _kernel(prg, "silu_mul", [B, B, B, i])
+        self._k_gather = _kernel(prg, "gather_rows", [B, B, B, i, i])
+        self._k_scatter = _kernel(prg, "scatter_rows", [B, B, B, i, i, i])
+        self._k_copy_cols = _kernel(prg, "copy_cols", [B, B, i, i, i, i])
+        self._k_embedding = [_kernel(prg, f"embedding_{d}", [B, B, B, i, i, i]) for d in ("f32", "f16", "bf16")]
+        self._k_layer_norm = _kernel(prg, "layer_norm", [B, B, B, B, B, i, f, i, i])
+        self._k_rms_norm = _kernel(prg, "rms_norm", [B, B, B, B, B, i, f, i])
+        self._k_softmax = _kernel(prg, "softmax", [B, B, i])
+        self._k_rope = _kernel(prg, "rope", [B, B, B, B, i, i, f, i, i, i])
+        self._gemv_kernels: dict = {}
+        self._gemm_kernels: dict = {}
+        self._attention_kernels: dict = {}
+
+    def __repr__(self) -> str:
+        return f"OpenCLBackend({self.info.describe()})"
+
+    # -- memory --------------------------------------------------------------------------------
+    def _empty(self, shape, dtype=_F32) -> DeviceArray:
+        n = math.prod(shape) * np.dtype(dtype).itemsize
+        return DeviceArray(self._alloc(max(n, 4)), shape, dtype)
+
+    def _write(self, buf, array: np.ndarray) -> None:
+        evt = self.cl.enqueue_copy(self.queue, buf, array, is_blocking=False)
+        self._pending.append(evt)  # dropping the event would wait for it
+        if len(self._pending) > 4096:
+            self.queue.finish()
+            self._pending.clear()
+
+    def upload(self, array):
+        a = np.asarray(array)
+        if a.dtype.kind in "iub":
+            a = np.ascontiguousarray(a, dtype=_I32)
+            host = a if a.size <= 1 << 16 else None
+        else:
+            a = np.ascontiguousarray(a, dtype=_F32)
+            host = None
+        out = DeviceArray(self._alloc(max(a.nbytes, 4)), a.shape, a.dtype, host)
+        if a.size:
+            with self._lock:
+                self._write(out.buf, a)
+        return out
+
+    def _const(self, array: np.ndarray) -> DeviceArray:
+        """A device copy of a small host index array, uploaded once per distinct content."""
+        key = (array.dtype.char, array.shape, array.tobytes())
+        hit = self._consts.get(key)
+        if hit is None:
+            if len(self._consts) > 512:
+                self._consts.clear()
+            hit = self._consts[key] = self.upload(array)
+        return hit
+
+    def download(self, x):
+        out = np.empty(x.shape, dtype=x.dtype)
+        if out.size:
+            with self._lock:
+                self.cl.enqueue_copy(self.queue, out, x.buf, is_blocking=True)
+                self._pending.clear()  # the in-order queue has run everything before the read
+        return out
+
+    def _resident(self, array: np.ndarray):
+        mf = self.cl.mem_flags
+        array = np.ascontiguousarray(array)
+        if array.nbytes == 0:
+            return self.cl.Buffer(self.rt.ctx, mf.READ_ONLY, 4)
+        return self.cl.Buffer(self.rt.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=array)
+
+    def prepare_matrix(self, w: WeightMatrix):
+        if w.quant is None and w.dtype in WEIGHT_CODES:
+            return DeviceMatrix(self._resident(w.data), w.shape, w.dtype, w.name)
+        # a storage type without kernels here: widen to float32 once
+        return DeviceMatrix(self._resident(w.dense().astype(_F32)), w.shape, "f32", w.name)
+
+    def prepare_vector(self, v: WeightVector):
+        a = np.ascontiguousarray(v.to_float32(), dtype=_F32)
+        return DeviceArray(self._resident(a), a.shape, _F32)
+
+    def zeros(self, shape):
+        y = self._empty(tuple(shape))
+        n = y.size
+        if n:
+            with self._lock:
+                self._k_fill(self.queue, (_round_up(n, 256),), (256,), y.buf, n)
+        return y
+
+    # -- shape ---------------------------------------------------------------------------------
+    def view(self, x, shape):
+        shape = list(shape)
+        if -1 in shape:
+            i = shape.index(-1)
+            rest = math.prod(s for j, s in enumerate(shape) if j != i)
+            shape[i] = x.size // rest if rest else 0
+        if math.prod(shape) != x.size:
+            raise BadRequestError(f"view: cannot view {x.shape} as {tuple(shape)}")
+        return DeviceArray(x.buf, shape, x.dtype, x.host)
+
+    def split(self, x, sizes):
+        d = x.shape[-1]
+        if sum(sizes) != d:
+            raise BadRequestError(f"split: sizes {list(sizes)} do not add up to the last axis {d}")
+        t = x.size // d if d else 0
+        parts, col = [], 0
+        with self._lock:
+            for s in sizes:
+                y = self._empty(x.shape[:-1] + (s,))
+                if t and s:
+                    self._k_copy_cols(self.queue, (_round_up(s, 64), t), (64, 1), x.buf, y.buf, d, col, s, t)
+                parts.append(y)
+                col += s
+        return parts
+
+    def _rows(self, rows, n: int, what: str) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise BadRequestError(f"{what}: rows must be a 1-D integer array, got {rows.dtype}{rows.shape}")
+        rows = rows.astype(_I32)
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise BadRequestError(f"{what}: row index out of range for {n} rows")
+        return np.where(rows < 0, rows + n, rows).astype(_I32)
+
+    def take_rows(self, x, rows):
+        n = x.shape[0]
+        rows = self._rows(rows, n, "take_rows")
+        d = x.size // n if n else 0
+        y = self._empty((len(rows),) + x.shape[1:], x.dtype)
+        if len(rows) and d:
+            r = self._const(rows)
+            with self._lock:
+                self._k_gather(self.queue, (_round_up(d, 64), len(rows)), (64, 1), x.buf, r.buf, y.buf, d, len(rows))
+        return y
+
+    def scatter_rows(self, dst, rows, src, accumulate=False):
+        n = dst.shape[0]
+        rows = self._rows(rows, n, "scatter_rows")
+        d = dst.size // n if n else 0
+        if src.size != len(rows) * d:
+            raise BadRequestError(f"scatter_rows: src {src.shape} does not hold {len(rows)} rows of {d}")
+        if len(rows) and d:
+            r = self._const(rows)
+            with self._lock:
+                self._k_scatter(self.queue, (_round_up(d, 64), len(rows)), (64, 1), dst.buf, r.buf, src.buf, d,
+                                len(rows), int(bool(accumulate)))
+
+    # -- math ----------------------------------------------------------------------------------
+    def _gemv(self, code: int, nt: int):
+        key = (code, nt)
+        k = self._gemv_kernels.get(key)
+        if k is None:
+            rpt = 4 if nt <= 2 else 2
+            lanes, warps = 32, 4
+            prg = self.rt.program(["linear.cl"], {"GEMV": 1, "WDTYPE": code, "NT": nt, "RPT": rpt,
+                                                  "LANES": lanes, "WARPS": warps})
+            k = self._gemv_kernels[key] = (self.rt.kernel(prg, "gemv", [B, B, B, B, _I32, _I32, _I32, _I32, _I32]),
+                                           lanes, warps, rpt)
+        return k
+
+    def _gemm(self, code: int):
+        k = self._gemm_kernels.get(code)
+        if k is None:
+            tm, tn = 4, 4
+            prg = self.rt.program(["linear.cl"], {"GEMM": 1, "WDTYPE": code, "TM": tm, "TN": tn})
+            k = self._gemm_kernels[code] = (self.rt.kernel(prg, "gemm", [B, B, B, B, _I32, _I32, _I32, _I32, _I32]),
+                                            16 * tm, 16 * tn)
+        return k
+
+    def linear(self, x, w: DeviceMatrix, bias=None, activation=None):
+        n_out, n_in = w.shape
+        if x.shape[-1] != n_in:
+            raise BadRequestError(f"linear: input {x.shape} does not match {w.name} of shape {w.shape}")
+        t = x.size // n_in if n_in else 0
+        y = self._empty(x.shape[:-1] + (n_out,))
+        if t == 0 or n_out == 0:
+            return y
+        act = ACT_CODES[activation]
+        b = y.buf if bias is None else bias.buf
+        with self._lock:
+            if t <= GEMV_MAX_ROWS:
+                nt = 1 if t == 1 else 2 if t == 2 else 4 if t <= 4 else 8
+                k, lanes, warps, rpt = self._gemv(w.code, nt)
+                groups = -(-n_out // (warps * rpt))
+                k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, x.buf, b, y.buf, t, n_in, n_out,
+                  int(bias is not None), act)
+            else:
+                k, bm, bn = self._gemm(w.code)
+                k(self.queue, (-(-n_out // bn) * 16, -(-t // bm) * 16), (16, 16), w.buf, x.buf, b, y.buf, t, n_in,
+                  n_out, int(bias is not None), act)
+        return y
+
+    def embedding(self, table: DeviceMatrix, ids):
+        v, d = table.shape
+        if ids.host is not None and ids.host.size and (ids.host.min() < 0 or ids.host.max() >= v):
+            raise BadRequestError(f"embedding: token id out of range for {table.name} of {v} rows")
+        t = ids.size
+        y = self._empty(ids.shape + (d,))
+        if t and d:
+            with self._lock:
+                self._k_embedding[table.code](self.queue, (_round_up(d, 64), t), (64, 1), table.buf, ids.buf, y.buf,
+                                              v, d, t)
+        return y
+
+    def _binary(self, kernel, a, b, what):
+        n = a.size
+        if b.size == n:
+            mode, d = 0, 1
+        elif b.ndim == 1 and a.shape and b.shape[0] == a.shape[-1]:
+            mode, d = 1, b.shape[0]
+        elif a.ndim >= 1 and b.shape == a.shape[:-1] + (1,):
+            mode, d = 2, a.shape[-1]
+        else:
+            raise BadRequestError(f"{what}: cannot broadcast {b.shape} onto {a.shape}")
+        y = self._empty(a.shape)
+        if n:
+            with self._lock:
+                kernel(self.queue, (_round_up(n, 256),), (256,), a.buf, b.buf, y.buf, n, d, mode)
+        return y
+
+    def add(self, a, b):
+        return self._binary(self._k_add, a, b, "add")
+
+    def mul(self, a, b):
+        return self._binary(self._k_mul, a, b, "mul")
+
+    def activation(self, x, kind):
+        if kind not in ACT_CODES or kind is None:
+            raise BadRequestError(f"activation: unknown kind {kind!r}")
+        y = self._empty(x.shape)
+        n = x.size
+        if n:
+            with self._lock:
+                self._k_act(self.queue, (_round_up(n, 256),), (256,), x.buf, y.buf, n, ACT_CODES[kind])
+        return y
+
+    def silu_mul(self, gate, up):
+        if gate.shape != up.shape:
+            raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
+        y = self._empty(gate.shape)
+        n = gate.size
+        if n:
+            with self._lock:
+                self._k_silu_mul(self.queue, (_round_up(n, 256),), (256,), gate.buf, up.buf, y.buf, n)
+        return y
+
+    def layer_norm(self, x, weight, bias, eps, residual=None):
+        d = x.shape[-1]
+        rows = x.size // d if d else 0
+        y = self._empty(x.shape)
+        if rows:
+            res = x.buf if residual is None else residual.buf
+            with self._lock:
+                self._k_layer_norm(self.queue, (rows * self.red,), (self.red,), x.buf, res, weight.buf,
+                                   weight.buf if bias is None else bias.buf, y.buf, d, float(eps),
+                                   int(residual is not None), int(bias is not None))
+        return y
+
+    def rms_norm(self, x, weight, eps):
+        d = x.shape[-1]
+        rows = x.size // d if d else 0
+        y = self._empty(x.shape)
+        if rows:
+            with self._lock:
+                self._k_rms_norm(self.queue, (rows * self.red,), (self.red,), x.buf, x.buf, weight.buf, y.buf, y.buf,
+                                 d, float(eps), 0)
+        return y
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        d = x.shape[-1]
+        rows = x.size // d if d else 0
+        y, h = self._empty(x.shape), self._empty(x.shape)
+        if rows:
+            with self._lock:
+                self._k_rms_norm(self.queue, (rows * self.red,), (self.red,), x.buf, residual.buf, weight.buf, y.buf,
+                                 h.buf, d, float(eps), 1)
+        return y, h
+
+    def rope(self, x, positions, inv_freq, style="neox", scale=1.0):
+        if style not in ("neox", "interleaved"):
+            raise BadRequestError(f"rope: unknown style {style!r} (neox or interleaved)")
+        t, h, d = x.shape
+        inv = np.ascontiguousarray(inv_freq, dtype=_F32)
+        pos = np.ascontiguousarray(positions, dtype=_I32)
+        if pos.shape != (t,) or 2 * inv.shape[0] > d:
+            raise BadRequestError(f"rope: positions {pos.shape} / inv_freq {inv.shape} do not fit x {x.shape}")
+        y = self._empty(x.shape)
+        n = x.size
+        if n:
+            p, f = self._const(pos), self._const(inv)
+            with self._lock:
+                self._k_rope(self.queue, (_round_up(n, 256),), (256,), x.buf, y.buf, p.buf, f.buf, d, inv.shape[0],
+                             float(scale), int(style == "interleaved"), h * d, n)
+        return y
+
+    def _attention_kernel(self, d: int, dv: int, bq: int):
+        key = (d, dv, bq)
+        hit = self._attention_kernels.get(key)
+        if hit is None:
+            nt = 128 if self.rt.max_group >= 128 else 64
+            budget = min(self.rt.local_mem, 48 * 1024) - 512
+            bk = 8
+            for cand in (32, 16):
+                need = 4 * (bq * (d + 1) + cand * (d + 1) + cand * dv + bq * (cand + 1) + nt)
+                if need <= budget and cand % (nt // bq) == 0:
+                    bk = cand
+                    break
+            while bq > 8 and 4 * (bq * (d + 1) + bk * (d + 1) + bk * dv + bq * (bk + 1) + nt) > budget:
+                bq //= 2
+            if bk % (nt // bq):
+                bk = nt // bq
+            prg = self.rt.program(["attention.cl"], {"D": d, "DV": dv, "BQ": bq, "BK": bk, "NT": nt})
+            i = _I32
+            attn = self.rt.kernel(prg, "attention", [B, B, B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i])
+            merge = self.rt.kernel(prg, "attention_merge", [B, B, B, i, i])
+            hit = self._attention_kernels[key] = (attn, merge, bq, bk, nt)
+        return hit
+
+    def attention(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale, causal=False, window=None):
+        tq, hq, d = q.shape
+        tk, hkv, dk = k.shape
+        dv = v.shape[2]
+        if dk != d or v.shape[:2] != k.shape[:2] or hq % hkv:
+            raise BadRequestError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
+        if window is not None and window < 1:
+            raise BadRequestError(f"attention: window must be at least 1, got {window}")
+        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=_I32)
+        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=_I32)
+        if cu_q.shape != cu_k.shape or cu_q[-1] != tq or cu_k[-1] != tk:
+            raise BadRequestError(f"attention: cu_seqlens {cu_q.tolist()} / {cu_k.tolist()} do not describe "
+                                  f"{tq} queries and {tk} keys")
+        out = self._empty((tq, hq, dv))
+        if tq == 0:
+            return out
+        group = hq // hkv
+        lq = np.diff(cu_q)
+        lk = np.diff(cu_k)
+        rows_max = int(lq.max()) * group
+        attn, merge, bq, bk, nt = self._attention_kernel(d, dv, 8 if rows_max <= 8 else 32)
+        blocks = [(b, r0) for b in range(len(lq)) for r0 in range(0, int(lq[b]) * group, bq)]
+        blocks = np.asarray(blocks, dtype=_I32).reshape(-1)
+        nblocks = len(blocks) // 2
+        span = int(lk.max()) if len(lk) else 0
+        nsplit = 1
+        if nblocks * hkv < self.attention_min_groups and span > 2 * bk:
+            nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // (2 * bk)))
+        split_len = _round_up(-(-span // nsplit), bk) if span else bk
+        nsplit = max(1, -(-span // split_len))
+        bl, cq, ck = self._const(blocks), self._const(cu_q), self._const(cu_k)
+        with self._lock:
+            if nsplit == 1:
+                attn(self.queue, (nblocks * nt, hkv, 1), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, out.buf, out.buf,
+                     bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq, hkv,
+                     split_len, tq)
+            else:
+                part_o = self._alloc(4 * nsplit * tq * hq * dv)
+                part_ml = self._alloc(8 * nsplit * tq * hq)
+                attn(self.queue, (nblocks * nt, hkv, nsplit), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, part_o,
+                     part_ml, bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq,
+                     hkv, split_len, tq)
+                merge(self.queue, (_round_up(dv, 32), tq * hq), (32, 1), part_o, part_ml, out.buf, tq * hq, nsplit)
+        return out
+
+    def softmax(self, x):
+        d = x.shape[-1]
+        rows = x.size // d if d else 0
+        y = self._empty(x.shape)
+        if rows:
+            with self._lock:
+                self._k_softmax(self.queue, (rows * self.red,), (self.red,), x.buf, y.buf, d)
+        return y
+
+    def top_k(self, x, k):
+        host = self.download(x)
+        idx = np.argsort(-host, axis=-1, kind="stable")[..., :k]
+        return np.take_along_axis(host, idx, -1), idx.astype(_I32)

@@ -1,0 +1,158 @@
+// Attention over packed sequences, flash style: keys stream through local memory in blocks of BK
+// with an online softmax, so memory never grows with Lq x Lk.
+//
+// A work-group serves one KV head and BQ "rows": a row is (query i, head g of the KV head's group),
+// so the Hq/Hkv query heads that share a KV head read each key block once (GQA/MQA). The key range
+// can be cut into nsplit pieces (split-K, for decode: few rows, many keys); each piece then writes
+// its unnormalised output with its running max and sum, and attention_merge combines them by
+// log-sum-exp. Compile-time: D, DV (head dims), BQ, BK, NT (work-items; TPR = NT / BQ per row).
+
+#define TPR (NT / BQ)
+#define SPT (BK / TPR)                 // scores per work-item per key block
+#define OPT ((DV + TPR - 1) / TPR)     // output columns per work-item
+
+__kernel __attribute__((reqd_work_group_size(NT, 1, 1)))
+void attention(__global const float* restrict q, __global const float* restrict k,
+               __global const float* restrict v, __global float* restrict out,
+               __global float* restrict part_o, __global float* restrict part_ml,
+               __global const int* restrict blocks, __global const int* restrict cu_q,
+               __global const int* restrict cu_k, const float scale, const int causal,
+               const int window, const int group, const int hq, const int hkv,
+               const int split_len, const int tq) {
+    __local float qs[BQ][D + 1];
+    __local float ks[BK][D + 1];
+    __local float vs[BK][DV];
+    __local float ps[BQ][BK + 1];
+    __local float red[BQ][TPR];
+
+    const int tid = get_local_id(0);
+    const int kvh = get_group_id(1), split = get_group_id(2), nsplit = get_num_groups(2);
+    const int b = blocks[2 * get_group_id(0)], row0 = blocks[2 * get_group_id(0) + 1];
+    const int q0 = cu_q[b], lq = cu_q[b + 1] - q0, k0 = cu_k[b], lk = cu_k[b + 1] - k0;
+    const int nrows = lq * group;
+
+    for (int e = tid; e < BQ * D; e += NT) {
+        int r = e / D, c = e % D, row = row0 + r;
+        float val = 0.0f;
+        if (row < nrows) {
+            int i = row / group, h = kvh * group + row % group;
+            val = q[((size_t)(q0 + i) * hq + h) * D + c] * scale;
+        }
+        qs[r][c] = val;
+    }
+
+    // keys any row of this block may see, then this split's share of them
+    const int last = min(row0 + BQ, nrows) - 1;
+    int kend = causal ? min(lk, lk - lq + last / group + 1) : lk;
+    int kbeg = window > 0 ? max(0, lk - lq + row0 / group - window + 1) : 0;
+    const int s_beg = kbeg + split * split_len;
+    const int s_end = min(kend, s_beg + split_len);
+
+    const int r = tid / TPR, c0 = tid % TPR, row = row0 + r;
+    const int qpos = lk - lq + row / group;
+    float o_acc[OPT];
+#pragma unroll
+    for (int e = 0; e < OPT; e++) o_acc[e] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+
+    for (int kb = s_beg; kb < s_end; kb += BK) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int e = tid; e < BK * D; e += NT) {
+            int j = e / D, c = e % D;
+            ks[j][c] = kb + j < s_end ? k[((size_t)(k0 + kb + j) * hkv + kvh) * D + c] : 0.0f;
+        }
+        for (int e = tid; e < BK * DV; e += NT) {
+            int j = e / DV, c = e % DV;
+            vs[j][c] = kb + j < s_end ? v[((size_t)(k0 + kb + j) * hkv + kvh) * DV + c] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float s[SPT];
+#pragma unroll
+        for (int jj = 0; jj < SPT; jj++) s[jj] = 0.0f;
+        for (int c = 0; c < D; c++) {
+            float qv = qs[r][c];
+#pragma unroll
+            for (int jj = 0; jj < SPT; jj++) s[jj] += qv * ks[c0 + TPR * jj][c];
+        }
+        float bmax = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < SPT; jj++) {
+            int kp = kb + c0 + TPR * jj;
+            bool ok = row < nrows && kp < s_end && (!causal || kp <= qpos) && (window <= 0 || kp > qpos - window);
+            s[jj] = ok ? s[jj] : -INFINITY;
+            bmax = fmax(bmax, s[jj]);
+        }
+        red[r][c0] = bmax;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float m_new = m;
+#pragma unroll
+        for (int u = 0; u < TPR; u++) m_new = fmax(m_new, red[r][u]);
+        float alpha = m_new == -INFINITY ? 1.0f : exp(m - m_new);
+        float lsum = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < SPT; jj++) {
+            float p = s[jj] == -INFINITY ? 0.0f : exp(s[jj] - m_new);
+            ps[r][c0 + TPR * jj] = p;
+            lsum += p;
+        }
+        l = l * alpha + lsum;
+        m = m_new;
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+        for (int e = 0; e < OPT; e++) o_acc[e] *= alpha;
+        for (int j = 0; j < BK; j++) {
+            float p = ps[r][j];
+#pragma unroll
+            for (int e = 0; e < OPT; e++) {
+                int c = c0 + TPR * e;
+                if (OPT * TPR == DV || c < DV) o_acc[e] += p * vs[j][c];
+            }
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    red[r][c0] = l;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float l_tot = 0.0f;
+#pragma unroll
+    for (int u = 0; u < TPR; u++) l_tot += red[r][u];
+    if (row >= nrows) return;
+    const int i = row / group, h = kvh * group + row % group;
+    const size_t orow = (size_t)(q0 + i) * hq + h;
+    if (nsplit == 1) {
+        float inv = l_tot > 0.0f ? 1.0f / l_tot : 0.0f;
+#pragma unroll
+        for (int e = 0; e < OPT; e++) {
+            int c = c0 + TPR * e;
+            if (c < DV) out[orow * DV + c] = o_acc[e] * inv;
+        }
+    } else {
+        size_t prow = (size_t)split * tq * hq + orow;
+#pragma unroll
+        for (int e = 0; e < OPT; e++) {
+            int c = c0 + TPR * e;
+            if (c < DV) part_o[prow * DV + c] = o_acc[e];
+        }
+        if (c0 == 0) { part_ml[2 * prow] = m; part_ml[2 * prow + 1] = l_tot; }
+    }
+}
+
+// out[row] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M) over the splits, M = max_s m_s.
+__kernel void attention_merge(__global const float* restrict part_o, __global const float* restrict part_ml,
+                              __global float* restrict out, const int rows, const int nsplit) {
+    int c = get_global_id(0), row = get_global_id(1);
+    if (c >= DV || row >= rows) return;
+    float mx = -INFINITY;
+    for (int s = 0; s < nsplit; s++) mx = fmax(mx, part_ml[2 * ((size_t)s * rows + row)]);
+    float num = 0.0f, den = 0.0f;
+    if (mx != -INFINITY) {
+        for (int s = 0; s < nsplit; s++) {
+            size_t p = (size_t)s * rows + row;
+            float ms = part_ml[2 * p];
+            if (ms == -INFINITY) continue;
+            float f = exp(ms - mx);
+            den += part_ml[2 * p + 1] * f;
+            num += part_o[p * DV + c] * f;
+        }
+    }
+    out[(size_t)row * DV + c] = den > 0.0f ? num / den : 0.0f;
+}

@@ -1,0 +1,165 @@
+// Small ops: elementwise math, row norms, softmax, gathers and scatters, RoPE, embedding lookup.
+// RED: work-group size of the row kernels (a power of two), set by the host.
+
+__kernel void fill_zero(__global float* y, const int n) {
+    int i = get_global_id(0);
+    if (i < n) y[i] = 0.0f;
+}
+
+// mode 0: b has a's shape; 1: b is a [d] row broadcast; 2: b is a [n/d, 1] column
+__kernel void add(__global const float* a, __global const float* b, __global float* y,
+                  const int n, const int d, const int mode) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float bv = mode == 0 ? b[i] : (mode == 1 ? b[i % d] : b[i / d]);
+    y[i] = a[i] + bv;
+}
+
+__kernel void mul(__global const float* a, __global const float* b, __global float* y,
+                  const int n, const int d, const int mode) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float bv = mode == 0 ? b[i] : (mode == 1 ? b[i % d] : b[i / d]);
+    y[i] = a[i] * bv;
+}
+
+__kernel void activation(__global const float* x, __global float* y, const int n, const int act) {
+    int i = get_global_id(0);
+    if (i < n) y[i] = apply_act(x[i], act);
+}
+
+__kernel void silu_mul(__global const float* g, __global const float* u, __global float* y, const int n) {
+    int i = get_global_id(0);
+    if (i < n) y[i] = silu(g[i]) * u[i];
+}
+
+// rows of a [n_rows, d] array (32-bit elements of any type) picked by rows[t]
+__kernel void gather_rows(__global const uint* x, __global const int* rows, __global uint* y,
+                          const int d, const int t_count) {
+    int c = get_global_id(0), t = get_global_id(1);
+    if (c < d && t < t_count) y[(size_t)t * d + c] = x[(size_t)rows[t] * d + c];
+}
+
+__kernel void scatter_rows(__global float* dst, __global const int* rows, __global const float* src,
+                           const int d, const int t_count, const int accumulate) {
+    int c = get_global_id(0), t = get_global_id(1);
+    if (c >= d || t >= t_count) return;
+    size_t o = (size_t)rows[t] * d + c;
+    float v = src[(size_t)t * d + c];
+    dst[o] = accumulate ? dst[o] + v : v;
+}
+
+// columns [col0, col0 + width) of a [t, d] array
+__kernel void copy_cols(__global const float* x, __global float* y, const int d, const int col0,
+                        const int width, const int t_count) {
+    int c = get_global_id(0), t = get_global_id(1);
+    if (c < width && t < t_count) y[(size_t)t * width + c] = x[(size_t)t * d + col0 + c];
+}
+
+#define EMBEDDING(NAME, TYPE, LOAD)                                                                  \
+__kernel void NAME(__global const TYPE* table, __global const int* ids, __global float* y,          \
+                   const int v, const int d, const int t_count) {                                   \
+    int c = get_global_id(0), t = get_global_id(1);                                                  \
+    if (c >= d || t >= t_count) return;                                                              \
+    int id = clamp(ids[t], 0, v - 1);                                                                \
+    y[(size_t)t * d + c] = LOAD(table, (size_t)id * d + c);                                          \
+}
+#define LOAD_F32(p, i) ((p)[i])
+#define LOAD_F16(p, i) vload_half((i), (p))
+#define LOAD_BF16(p, i) as_float(((uint)(p)[i]) << 16)
+EMBEDDING(embedding_f32, float, LOAD_F32)
+EMBEDDING(embedding_f16, half, LOAD_F16)
+EMBEDDING(embedding_bf16, ushort, LOAD_BF16)
+
+// Sum (op 0) or max (op 1) of one value per work-item over the work-group; every item gets it.
+inline float group_reduce(float v, __local float* scratch, int op) {
+    int lid = get_local_id(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = RED / 2; s > 0; s >>= 1) {
+        if (lid < s) scratch[lid] = op ? fmax(scratch[lid], scratch[lid + s]) : scratch[lid] + scratch[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return scratch[0];
+}
+
+// LayerNorm of h = x (+ res) over rows of d; bias optional. One work-group per row.
+__kernel __attribute__((reqd_work_group_size(RED, 1, 1)))
+void layer_norm(__global const float* x, __global const float* res, __global const float* w,
+                __global const float* b, __global float* y, const int d, const float eps,
+                const int has_res, const int has_bias) {
+    __local float scratch[RED];
+    size_t base = (size_t)get_group_id(0) * d;
+    int lid = get_local_id(0);
+    float s = 0.0f;
+    for (int c = lid; c < d; c += RED) s += x[base + c] + (has_res ? res[base + c] : 0.0f);
+    float mean = group_reduce(s, scratch, 0) / d;
+    float q = 0.0f;
+    for (int c = lid; c < d; c += RED) {
+        float h = x[base + c] + (has_res ? res[base + c] : 0.0f) - mean;
+        q += h * h;
+    }
+    float inv = rsqrt(group_reduce(q, scratch, 0) / d + eps);
+    for (int c = lid; c < d; c += RED) {
+        float h = x[base + c] + (has_res ? res[base + c] : 0.0f);
+        y[base + c] = (h - mean) * inv * w[c] + (has_bias ? b[c] : 0.0f);
+    }
+}
+
+// RMSNorm of h = x (+ res); with has_res, h is also written to h_out (pre-norm residual stream).
+__kernel __attribute__((reqd_work_group_size(RED, 1, 1)))
+void rms_norm(__global const float* x, __global const float* res, __global const float* w,
+              __global float* y, __global float* h_out, const int d, const float eps, const int has_res) {
+    __local float scratch[RED];
+    size_t base = (size_t)get_group_id(0) * d;
+    int lid = get_local_id(0);
+    float q = 0.0f;
+    for (int c = lid; c < d; c += RED) {
+        float h = x[base + c] + (has_res ? res[base + c] : 0.0f);
+        if (has_res) h_out[base + c] = h;
+        q += h * h;
+    }
+    float inv = rsqrt(group_reduce(q, scratch, 0) / d + eps);
+    for (int c = lid; c < d; c += RED) {
+        float h = x[base + c] + (has_res ? res[base + c] : 0.0f);
+        y[base + c] = h * inv * w[c];
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(RED, 1, 1)))
+void softmax(__global const float* x, __global float* y, const int d) {
+    __local float scratch[RED];
+    size_t base = (size_t)get_group_id(0) * d;
+    int lid = get_local_id(0);
+    float m = -INFINITY;
+    for (int c = lid; c < d; c += RED) m = fmax(m, x[base + c]);
+    m = group_reduce(m, scratch, 1);
+    float s = 0.0f;
+    for (int c = lid; c < d; c += RED) s += exp(x[base + c] - m);
+    float inv = 1.0f / group_reduce(s, scratch, 0);
+    for (int c = lid; c < d; c += RED) y[base + c] = exp(x[base + c] - m) * inv;
+}
+
+// RoPE of x [t, h, d]: the first 2*half dims rotate (neox: halves; interleaved: pairs), the rest
+// pass through. Angles are positions * inv_freq in float32, as the reference computes them.
+__kernel void rope(__global const float* x, __global float* y, __global const int* pos,
+                   __global const float* inv_freq, const int d, const int half_rot,
+                   const float scale, const int interleaved, const int hd, const int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c = i % d;
+    int t = i / hd;
+    float v = x[i];
+    if (c < 2 * half_rot) {
+        int f, partner;
+        float sign;
+        if (interleaved) { f = c >> 1; partner = (c & 1) ? i - 1 : i + 1; sign = (c & 1) ? 1.0f : -1.0f; }
+        else if (c < half_rot) { f = c; partner = i + half_rot; sign = -1.0f; }
+        else { f = c - half_rot; partner = i - half_rot; sign = 1.0f; }
+        float a = (float)pos[t] * inv_freq[f];
+        float cs = cos(a) * scale, sn = sin(a) * scale;
+        v = v * cs + sign * x[partner] * sn;
+    }
+    y[i] = v;
+}

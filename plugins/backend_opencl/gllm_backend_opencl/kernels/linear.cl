@@ -1,0 +1,128 @@
+// y[t, o] = act(sum_k x[t, k] * W[o, k] + b[o]); x [T, n_in] float32, W [n_out, n_in] of wtype.
+// Compiled per weight type (WDTYPE) and kernel shape.
+
+#ifdef GEMV
+// Matrix-vector for few rows of x (decode): T <= NT. A work-group is WARPS groups of LANES
+// work-items; each group reads RPT weight rows with all its lanes (coalesced 16-byte loads) and
+// every x chunk it loads serves all RPT rows. Lane partial sums meet in local memory.
+__kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))
+void gemv(__global const wtype* restrict w, __global const float* restrict x,
+          __global const float* restrict bias, __global float* restrict y,
+          const int T, const int n_in, const int n_out, const int has_bias, const int act) {
+    __local float red[WARPS][RPT * NT][LANES + 1];
+    const int lane = get_local_id(0), warp = get_local_id(1);
+    const int o0 = (get_group_id(0) * WARPS + warp) * RPT;
+    float acc[RPT][NT];
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+    if ((n_in & 7) == 0) {
+        for (int k = lane * 8; k < n_in; k += LANES * 8) {
+            float8 xv[NT];
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t < T) {
+                    __global const float4* xp = (__global const float4*)(x + (size_t)t * n_in + k);
+                    xv[t] = (float8)(xp[0], xp[1]);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                if (o0 + r < n_out) {
+                    float8 wv = loadw8(w + (size_t)(o0 + r) * n_in + k);
+#pragma unroll
+                    for (int t = 0; t < NT; t++)
+                        if (t < T) acc[r][t] += dot8(wv, xv[t]);
+                }
+            }
+        }
+    } else {
+        for (int k = lane; k < n_in; k += LANES) {
+            float xv[NT];
+#pragma unroll
+            for (int t = 0; t < NT; t++) xv[t] = t < T ? x[(size_t)t * n_in + k] : 0.0f;
+#pragma unroll
+            for (int r = 0; r < RPT; r++) {
+                if (o0 + r < n_out) {
+                    float wv = LOADW(w, (size_t)(o0 + r) * n_in + k);
+#pragma unroll
+                    for (int t = 0; t < NT; t++) acc[r][t] += wv * xv[t];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) red[warp][r * NT + t][lane] = acc[r][t];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int slot = lane; slot < RPT * NT; slot += LANES) {
+        int r = slot / NT, t = slot % NT, o = o0 + r;
+        if (o < n_out && t < T) {
+            float s = 0.0f;
+            for (int l = 0; l < LANES; l++) s += red[warp][slot][l];
+            if (has_bias) s += bias[o];
+            y[(size_t)t * n_out + o] = apply_act(s, act);
+        }
+    }
+}
+#endif
+
+#ifdef GEMM
+// Tiled matrix-matrix on float32 arithmetic (prefill where no matrix unit is used): a 16x16
+// work-group computes a BM x BN tile of y, each work-item TM x TN outputs, k in steps of BK.
+#define BM (16 * TM)
+#define BN (16 * TN)
+#define BK 16
+__kernel __attribute__((reqd_work_group_size(16, 16, 1)))
+void gemm(__global const wtype* restrict w, __global const float* restrict x,
+          __global const float* restrict bias, __global float* restrict y,
+          const int T, const int n_in, const int n_out, const int has_bias, const int act) {
+    __local float xs[BK][BM + 1];
+    __local float ws[BK][BN + 1];
+    const int tx = get_local_id(0), ty = get_local_id(1), tid = ty * 16 + tx;
+    const int n0 = get_group_id(0) * BN, m0 = get_group_id(1) * BM;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; i++)
+#pragma unroll
+        for (int j = 0; j < TN; j++) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < n_in; k0 += BK) {
+        for (int e = tid; e < BM * BK; e += 256) {
+            int row = e / BK, kk = e % BK, gm = m0 + row, gk = k0 + kk;
+            xs[kk][row] = (gm < T && gk < n_in) ? x[(size_t)gm * n_in + gk] : 0.0f;
+        }
+        for (int e = tid; e < BN * BK; e += 256) {
+            int row = e / BK, kk = e % BK, gn = n0 + row, gk = k0 + kk;
+            ws[kk][row] = (gn < n_out && gk < n_in) ? LOADW(w, (size_t)gn * n_in + gk) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+        for (int kk = 0; kk < BK; kk++) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; i++) a[i] = xs[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < TN; j++) b[j] = ws[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int j = 0; j < TN; j++) acc[i][j] += a[i] * b[j];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        int m = m0 + ty + 16 * i;
+#pragma unroll
+        for (int j = 0; j < TN; j++) {
+            int n = n0 + tx + 16 * j;
+            if (m < T && n < n_out) {
+                float v = acc[i][j] + (has_bias ? bias[n] : 0.0f);
+                y[(size_t)m * n_out + n] = apply_act(v, act);
+            }
+        }
+    }
+}
+#endif
