@@ -146,6 +146,42 @@ def backends(as_json):
     click.echo(f"auto → {auto}")
 
 
+def _limit_options(command):
+    """One option per server limit (``--max-tokens`` …), from the fields of ``gllm.server.Limits``."""
+    import attrs
+
+    from gllm.server.limits import Limits
+
+    for f in reversed(attrs.fields(Limits)):
+        command = click.option(Limits.option(f.name), f.name, type=click.IntRange(min=1), default=f.default,
+                               show_default=True, help=f.metadata["help"])(command)
+    return command
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, required=True,
+              help="a model to serve (alias, repository id, store name or path); repeat for several")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind; loopback unless told")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="GLLM_API_KEY", default=None,
+              help="require 'Authorization: Bearer KEY' on every route but /health [env GLLM_API_KEY]")
+@click.option("--backend", default="auto", show_default=True, help="backend name or auto")
+@click.option("--graceful-timeout", type=float, default=30.0, show_default=True,
+              help="seconds in-flight requests get to finish on shutdown before they are cancelled")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+@_limit_options
+def serve(models, host, port, api_key, backend, graceful_timeout, log_level, **limits):
+    """Serve MODELs over an OpenAI-compatible HTTP API (needs gllm[server])."""
+    from gllm.server import Limits, create_app
+    from gllm.server import serve as run_server
+
+    app = create_app(models, backend=backend, limits=Limits(**limits), api_key=api_key or None)
+    click.echo(f"serving {', '.join(models)} on http://{host}:{port}/v1"
+               + (" (API key required)" if api_key else ""), err=True)
+    run_server(app, host=host, port=port, log_level=log_level, graceful_timeout=graceful_timeout)
+
+
 def _add_plugin_commands():
     try:
         from gllm_core.plugins import get_host
