@@ -10,8 +10,10 @@ Weights are turned into the backend's resident form once, by ``prepare_matrix`` 
 dispatch. The numpy backend (``gllm_core.backends.numpy_backend``) defines what every op means;
 ``gllm_core.testing`` checks any backend against it.
 
-Ops to come as the families land: KV-cache read/write by block tables, quantized-activation
-linear variants, sliding-window and sink attention, sigmoid-grouped top-k routing.
+The KV cache (``gllm_core.kv_cache``) is backend-owned storage made by ``zeros``, written with
+``scatter_rows`` and read with ``take_rows``. Ops to come as the families land: attention reading
+a paged cache through block tables, quantized-activation linear variants, sink attention,
+sigmoid-grouped top-k routing.
 """
 
 from __future__ import annotations
@@ -56,6 +58,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def take_rows(self, x: Any, rows: np.ndarray) -> Any:
         """``x[rows]`` for host int32 indices along the first axis."""
+
+    @abc.abstractmethod
+    def zeros(self, shape: Sequence[int]) -> Any:
+        """A new float32 array of ``shape`` filled with zeros (KV-cache storage, MoE sums)."""
+
+    @abc.abstractmethod
+    def scatter_rows(self, dst: Any, rows: np.ndarray, src: Any, accumulate: bool = False) -> None:
+        """In place ``dst[rows] = src``, or ``dst[rows] += src`` with ``accumulate``; returns None.
+
+        ``dst`` ``[N, D]`` and ``src`` ``[T, D]`` float32, ``rows`` host int32 ``[T]``: distinct
+        indices in ``[0, N)``. Writes new keys/values into the KV cache and sums MoE expert
+        outputs into their tokens' rows."""
 
     # -- math ----------------------------------------------------------------------------------
     @abc.abstractmethod

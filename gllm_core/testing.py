@@ -133,6 +133,18 @@ def _shapes(t, sizes):
     return Case(f"split-view-take-{t}x{sizes}", run)
 
 
+def _scatter(n, d, t):
+    def run(b, rng):
+        rows = rng.permutation(n)[:t].astype(np.int32)  # distinct, unordered
+        dst = b.zeros((n, d))
+        b.scatter_rows(dst, rows, b.upload(_acts(rng, t, d)))
+        written = b.download(b.take_rows(dst, rows))
+        b.scatter_rows(dst, rows[::-1].copy(), b.upload(_acts(rng, t, d)), accumulate=True)
+        b.scatter_rows(dst, rows[:1].copy(), b.upload(_acts(rng, 1, d)))  # overwrite after a sum
+        return written, b.download(dst)
+    return Case(f"zeros-scatter_rows-{n}x{d}-t{t}", run)
+
+
 def _top_k(t, n, k):
     def run(b, rng):
         values, idx = b.top_k(b.upload(_acts(rng, t, n)), k)
@@ -169,7 +181,8 @@ def conformance_cases() -> list[Case]:
         cases.append(_linear(5, 40, 31, "f32", True, act))
     cases += [_layer_norm(1, 7, False), _layer_norm(9, 384, True), _layer_norm(4, 33, True, bias=False),
               _rms_norm(1, 5), _rms_norm(11, 96), _elementwise(3, 17), _elementwise(17, 130),
-              _shapes(5, (7, 7, 3)), _top_k(6, 9, 2), _top_k(3, 64, 8)]
+              _shapes(5, (7, 7, 3)), _top_k(6, 9, 2), _top_k(3, 64, 8),
+              _scatter(1, 5, 1), _scatter(37, 24, 13), _scatter(300, 64, 300)]
     cases += [_rope(5, 3, 16, 16, "neox", 1.0), _rope(4, 2, 12, 8, "interleaved", 1.0),
               _rope(3, 4, 64, 32, "neox", 1.2), _rope(2, 1, 10, 10, "interleaved", 1.0)]
     cases += [

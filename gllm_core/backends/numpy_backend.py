@@ -87,6 +87,16 @@ class NumpyBackend(Backend):
     def take_rows(self, x, rows):
         return x[np.asarray(rows)]
 
+    def zeros(self, shape):
+        return np.zeros(tuple(shape), dtype=np.float32)
+
+    def scatter_rows(self, dst, rows, src, accumulate=False):
+        rows = np.asarray(rows, dtype=np.intp)
+        if accumulate:
+            dst[rows] += src  # rows are distinct, so fancy += adds each row once
+        else:
+            dst[rows] = src
+
     def linear(self, x, w: NumpyMatrix, bias=None, activation=None):
         y = np.matmul(x, w.dense().T, dtype=np.float32)
         if bias is not None:
