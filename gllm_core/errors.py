@@ -31,6 +31,10 @@ class CorruptFileError(GllmError):
     """A model file is truncated, malformed or unsafe to read."""
 
 
+class UnsafeTemplateError(CorruptFileError):
+    """A model's chat template tried to reach Python internals; the sandbox refused it."""
+
+
 class BackendUnavailableError(GllmError):
     """The requested backend is not installed or cannot run on this machine."""
 

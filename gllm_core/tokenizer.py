@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from typing import Sequence
 
@@ -17,6 +18,23 @@ from .hookspecs import hookimpl
 from .registry import TokenizerLoader
 
 _UNSET_MAX = 1_000_000  # transformers writes 1e30 for "no limit"
+
+
+def _gpt2_byte_table() -> dict[str, int]:
+    """GPT-2's printable stand-in character for each byte (byte-level BPE vocabularies use them)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_GPT2_BYTE_OF = _gpt2_byte_table()
 
 
 def _read_json(path: str) -> dict:
@@ -58,7 +76,7 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str], *, max_length: int | None = None,
                      add_special_tokens: bool = True) -> list[tuple[list[int], list[int]]]:
-        """Each text → (ids, type_ids), cut to max_length (default: the model's)."""
+        """Each text → (ids, type_ids), cut to max_length (default: the model's; 0: never cut)."""
         raise NotImplementedError
 
     def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, max_length: int | None = None
@@ -76,6 +94,19 @@ class Tokenizer:
     def encode(self, text: str, **kwargs) -> list[int]:
         return self.encode_batch([text], **kwargs)[0][0]
 
+    def encode_prompt(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """A generation prompt → ids, never cut (the engine checks it against the context length)."""
+        return self.encode_batch([text], max_length=0, add_special_tokens=add_special_tokens)[0][0]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (maybe part of a UTF-8 character), for logprobs."""
+        return self.decode([token_id], skip_special_tokens=False).encode("utf-8")
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """Token ids that end a generated answer (end of sequence, end of turn)."""
+        return () if self.eos_token_id is None else (self.eos_token_id,)
+
 
 class HFTokenizer(Tokenizer):
     """A tokenizer.json read with the ``tokenizers`` library."""
@@ -88,6 +119,8 @@ class HFTokenizer(Tokenizer):
         self.max_length = max_length
         self.source = source
         self.chat_template = chat_template
+        self._decoder_kinds: frozenset[str] | None = None  # read on first token_bytes()
+        self._added_ids: frozenset[int] = frozenset()
         special = special or {}
         for role in ("bos", "eos", "pad", "unk", "cls", "sep"):
             token = special.get(f"{role}_token")
@@ -128,6 +161,29 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids, skip_special_tokens=True):
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tok.id_to_token(int(token_id))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        piece = self._tok.id_to_token(int(token_id))
+        if piece is None:
+            return b""
+        if self._decoder_kinds is None:
+            self._added_ids = frozenset(self._tok.get_added_tokens_decoder())
+            state = self._tok.decoder.__getstate__() if self._tok.decoder is not None else b"{}"
+            self._decoder_kinds = frozenset(re.findall(r'"type":\s*"(\w+)"', state.decode("utf-8")))
+        kinds = self._decoder_kinds
+        if int(token_id) in self._added_ids:
+            return piece.encode("utf-8")
+        if "ByteLevel" in kinds:  # GPT-2 byte-to-character table; tokenizers keeps a token that is not in it
+            raw = [_GPT2_BYTE_OF.get(c) for c in piece]
+            return piece.encode("utf-8") if None in raw else bytes(raw)
+        if "ByteFallback" in kinds and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+            return bytes([int(piece[3:5], 16)])
+        if "Metaspace" in kinds or "Replace" in kinds:
+            return piece.replace("\u2581", " ").encode("utf-8")
+        return self._tok.decode([int(token_id)], skip_special_tokens=False).encode("utf-8")
 
 
 def _sniff_tokenizer_json(path: str) -> bool:
