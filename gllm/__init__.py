@@ -3,6 +3,7 @@
     import gllm
     client = gllm.Client(backend="auto")
     client.embeddings.create(model="all-minilm:l6", input=["a", "b"]).data[0].embedding
+    client.rerank.create(model="all-minilm:l6", query="q", documents=["a", "b"]).results[0].index
 """
 
 from gllm_core import __version__
@@ -12,11 +13,12 @@ from gllm_core.errors import (BackendUnavailableError, BadRequestError, CorruptF
 
 from .async_client import AsyncClient
 from .client import Client
-from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage
+from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage, RerankResponse, RerankResult, RerankUsage
 
 __all__ = [
     "AsyncClient", "Client", "CreateEmbeddingResponse", "Embedding", "EmbeddingUsage", "GllmError",
     "BackendUnavailableError", "BadRequestError", "CorruptFileError", "InvalidModelNameError",
     "ModelNotFoundError", "OfflineError", "PluginError", "UnsupportedArchitectureError",
     "UnsupportedFormatError", "__version__",
+    "RerankResponse", "RerankResult", "RerankUsage",
 ]

@@ -17,6 +17,7 @@ class AsyncClient:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gllm")
         self.backend_name = self._sync.backend_name
         self.embeddings = AsyncEmbeddings(self)
+        self.rerank = AsyncRerank(self)
 
     async def _run(self, fn, /, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -50,3 +51,14 @@ class AsyncEmbeddings:
 
     def builder(self, **fields) -> _AsyncBuilder:
         return _AsyncBuilder(self.create, self._client._sync.embeddings.FIELDS, **fields)
+
+
+class AsyncRerank:
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def create(self, **kwargs):
+        return await self._client._run(self._client._sync.rerank.create, **kwargs)
+
+    def builder(self, **fields) -> _AsyncBuilder:
+        return _AsyncBuilder(self.create, self._client._sync.rerank.FIELDS, **fields)

@@ -59,6 +59,27 @@ def embed(model, texts, backend, dimensions, as_json):
 
 
 @cli.command()
+@click.argument("model")
+@click.argument("query")
+@click.argument("documents", nargs=-1, required=True)
+@click.option("--backend", default="auto", show_default=True, help="backend name or auto")
+@click.option("--top-n", type=int, default=None, help="keep only the N most relevant documents")
+@click.option("--raw-scores", is_flag=True, help="a cross-encoder's raw logits instead of its activated scores")
+@click.option("--json", "as_json", is_flag=True, help="print the Cohere/Jina-shaped response as JSON")
+def rerank(model, query, documents, backend, top_n, raw_scores, as_json):
+    """Rank DOCUMENTS by relevance to QUERY with MODEL (a cross-encoder, or any embedding model by cosine)."""
+    from gllm import Client
+
+    response = Client(backend=backend).rerank.create(model=model, query=query, documents=list(documents),
+                                                     top_n=top_n, raw_scores=raw_scores)
+    if as_json:
+        click.echo(response.model_dump_json())
+        return
+    for rank, item in enumerate(response.results, 1):
+        click.echo(f"{rank:3}. {item.relevance_score:+.4f}  [{item.index}] {item.document['text'][:60]!r}")
+
+
+@cli.command()
 @click.argument("name")
 def pull(name):
     """Download NAME (alias or org/repo) from the Hugging Face hub into the store."""

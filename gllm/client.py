@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from typing import Any
 
 from gllm_core import embedding as emb
+from gllm_core import rerank as rr
 from gllm_core.errors import BadRequestError
 from gllm_core.loader import LoadedModel, load_model
 from gllm_core.plugins import get_host
@@ -14,7 +16,7 @@ from gllm_core.selection import choose_backend, create_backend
 from gllm_core.store import ModelStore
 
 from .builder import RequestBuilder
-from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage
+from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage, RerankResponse, RerankResult, RerankUsage
 
 
 class Client:
@@ -36,6 +38,7 @@ class Client:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.embeddings = Embeddings(self)
+        self.rerank = Rerank(self)
 
     def load(self, model: str) -> LoadedModel:
         """The loaded model for a name (alias, repository id, store name or path), loading it once."""
@@ -88,6 +91,44 @@ class Embeddings:
             data = [Embedding(v.tolist(), i) for i, v in enumerate(vectors)]
         tokens = sum(len(ids) for ids, _ in seqs)
         return CreateEmbeddingResponse(data=data, model=model, usage=EmbeddingUsage(tokens, tokens))
+
+    def builder(self, **fields) -> RequestBuilder:
+        return RequestBuilder(self.create, self.FIELDS, **fields)
+
+
+class Rerank:
+    FIELDS = ("model", "query", "documents", "top_n", "return_documents", "raw_scores")
+
+    def __init__(self, client: Client):
+        self._client = client
+
+    def create(self, *, model: str, query: str | None = None, documents=None, top_n: int | None = None,
+               return_documents: bool = True, raw_scores: bool = False) -> RerankResponse:
+        """Rank ``documents`` (strings, or dicts with a ``"text"``) by relevance to ``query``.
+
+        Returns the Cohere / Jina shape: ``results`` sorted by descending ``relevance_score``,
+        each with its ``index`` in ``documents`` and the ``document`` (``{"text": ...}``, or the
+        dict as given; None with ``return_documents=False``); ``top_n`` keeps the best ``n``.
+        A cross-encoder scores each (query, document) pair with the activation
+        sentence-transformers' CrossEncoder uses for the checkpoint (sigmoid for one label unless
+        it says otherwise); ``raw_scores=True`` gives the raw logits instead. An embedding model
+        scores by the cosine similarity of the document's embedding with the query's
+        (``raw_scores`` changes nothing there). Long documents are cut on the document side
+        only; a query too long for the model is an error, never cut.
+        """
+        query = rr.check_query(query)
+        texts = rr.document_texts(documents)
+        top_n = rr.check_top_n(top_n)
+        loaded = self._client.load(model)
+        scores, tokens = rr.score_documents(loaded, query, texts, raw_scores=bool(raw_scores))
+        results = []
+        for i in rr.ranking(scores, top_n):
+            doc = None
+            if return_documents:
+                doc = dict(documents[i]) if isinstance(documents[i], dict) else {"text": texts[i]}
+            results.append(RerankResult(index=i, relevance_score=float(scores[i]), document=doc))
+        return RerankResponse(id=f"rerank-{uuid.uuid4().hex}", results=results, model=model,
+                              usage=RerankUsage(tokens, tokens))
 
     def builder(self, **fields) -> RequestBuilder:
         return RequestBuilder(self.create, self.FIELDS, **fields)

@@ -1,4 +1,4 @@
-"""Response objects in the shapes of the OpenAI Python SDK (attrs classes)."""
+"""Response objects in the shapes of the OpenAI Python SDK (rerank: Cohere / Jina), as attrs classes."""
 
 from __future__ import annotations
 
@@ -39,3 +39,29 @@ class CreateEmbeddingResponse(_Model):
     model: str
     usage: EmbeddingUsage
     object: str = "list"
+
+
+@attrs.define
+class RerankResult(_Model):
+    """One ranked document (Cohere / Jina shape): ``document`` is ``{"text": ...}`` (a dict
+    document as given), or None when the request said ``return_documents=False``."""
+
+    index: int
+    relevance_score: float
+    document: dict[str, Any] | None = None
+
+
+@attrs.define
+class RerankUsage(_Model):
+    prompt_tokens: int
+    total_tokens: int
+
+
+@attrs.define
+class RerankResponse(_Model):
+    """Results sorted by descending ``relevance_score``."""
+
+    id: str
+    results: list[RerankResult]
+    model: str
+    usage: RerankUsage

@@ -7,10 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .batching import length_batches
 from .errors import BadRequestError
 from .loader import LoadedModel
 
 BATCH_SIZE = 32
+MAX_BATCH_TOKENS = 16384  # bounds activation memory when inputs are thousands of tokens long
 
 
 def tokenize_inputs(loaded: LoadedModel, inputs) -> list[tuple[list[int], list[int]]]:
@@ -51,10 +53,8 @@ def embed_sequences(loaded: LoadedModel, seqs: Sequence[tuple[list[int], list[in
     model = loaded.model
     if "embed" not in loaded.tasks:
         raise BadRequestError(f"model {loaded.name!r} ({loaded.architecture}) does not make embeddings")
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     out: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    for chunk in length_batches([len(ids) for ids, _ in seqs], batch_size, MAX_BATCH_TOKENS):
         with loaded.lock:
             vectors = model.embed([seqs[i][0] for i in chunk], [seqs[i][1] for i in chunk])
         if out is None:

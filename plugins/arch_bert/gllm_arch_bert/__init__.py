@@ -1,4 +1,4 @@
-"""gllm plugin: BERT-family encoders for sentence embeddings."""
+"""gllm plugin: BERT-family encoders: sentence embeddings (BERT, XLM-R) and cross-encoder rerankers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ def _build(config, weights, backend):
     return build_embedding_model(config, weights, backend)
 
 
+def _build_cross_encoder(config, weights, backend):
+    from .classification import build_cross_encoder
+
+    return build_cross_encoder(config, weights, backend)
+
+
 @hookimpl
 def register_architectures(register):
     register(Architecture(
@@ -23,6 +29,19 @@ def register_architectures(register):
         model_types=("bert",),
         gguf_architectures=("bert",),
         description="BERT encoder with sentence-transformers pooling (embeddings)",
+    ))
+    register(Architecture(
+        name="xlm-roberta",
+        build=_build,
+        hf_architectures=("XLMRobertaModel",),
+        model_types=("xlm-roberta",),
+        description="XLM-RoBERTa encoder with sentence-transformers pooling (embeddings)",
+    ))
+    register(Architecture(
+        name="bert-cross-encoder",
+        build=_build_cross_encoder,
+        hf_architectures=("BertForSequenceClassification", "XLMRobertaForSequenceClassification"),
+        description="BERT / XLM-R sequence classification: cross-encoder rerankers (bge-reranker, ms-marco)",
     ))
 
 
@@ -38,3 +57,13 @@ def register_aliases(register):
         ("multi-qa-minilm:l6", "sentence-transformers/multi-qa-MiniLM-L6-cos-v1"),
     ]:
         register(Alias(name=name, repo=repo, description="sentence embeddings (BERT)"))
+    for name, repo in [
+        ("bge-reranker:base", "BAAI/bge-reranker-base"),
+        ("bge-reranker:large", "BAAI/bge-reranker-large"),
+        ("bge-reranker:v2-m3", "BAAI/bge-reranker-v2-m3"),
+        ("ms-marco-minilm:l2", "cross-encoder/ms-marco-MiniLM-L2-v2"),
+        ("ms-marco-minilm:l4", "cross-encoder/ms-marco-MiniLM-L4-v2"),
+        ("ms-marco-minilm:l6", "cross-encoder/ms-marco-MiniLM-L6-v2"),
+        ("ms-marco-minilm:l12", "cross-encoder/ms-marco-MiniLM-L12-v2"),
+    ]:
+        register(Alias(name=name, repo=repo, description="cross-encoder reranker"))

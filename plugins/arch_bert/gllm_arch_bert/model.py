@@ -58,9 +58,13 @@ class BertLayer:
 
 
 class BertEncoder:
-    """Embeddings + encoder layers. ``position_offset`` serves XLM-R (positions start after padding_idx)."""
+    """Embeddings + encoder layers.
 
-    def __init__(self, config, weights, backend, position_offset: int = 0):
+    ``padding_idx`` serves XLM-R / RoBERTa: positions count the non-pad tokens from
+    ``padding_idx + 1`` and a pad token keeps position ``padding_idx``, as transformers'
+    ``create_position_ids_from_input_ids``. BERT positions are ``position_offset + 0, 1, …``."""
+
+    def __init__(self, config, weights, backend, position_offset: int = 0, padding_idx: int | None = None):
         if not config.hidden_size or not config.num_attention_heads or config.hidden_size % config.num_attention_heads:
             raise CorruptFileError(f"{config.path}: hidden_size {config.hidden_size} is not divisible by "
                                    f"num_attention_heads {config.num_attention_heads}")
@@ -68,14 +72,15 @@ class BertEncoder:
         get = weights.get
         self.backend = backend
         self.config = config
-        self.position_offset = position_offset
+        self.padding_idx = padding_idx
+        self.position_offset = position_offset if padding_idx is None else padding_idx + 1
         self.word = Embedding(backend, get(p + "embeddings.word_embeddings.weight"))
         self.position = Embedding(backend, get(p + "embeddings.position_embeddings.weight"))
         types = p + "embeddings.token_type_embeddings.weight"
         self.token_type = Embedding(backend, get(types)) if types in weights else None
         self.norm = LayerNorm(backend, get(p + "embeddings.LayerNorm.weight"), get(p + "embeddings.LayerNorm.bias"),
                               config.layer_norm_eps)
-        self.max_positions = self.position.num_embeddings - position_offset
+        self.max_positions = self.position.num_embeddings - self.position_offset
         self.layers = [BertLayer(backend, weights, f"{p}encoder.layer.{i}.", config)
                        for i in range(config.num_hidden_layers)]
         self.hidden_size = config.hidden_size
@@ -89,9 +94,10 @@ class BertEncoder:
         cu = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=cu[1:])
         ids = np.concatenate([np.asarray(s, dtype=np.int32) for s in ids_list])
-        positions = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]) + self.position_offset
-        x = self.backend.add(self.word(ids), self.position(positions))
-        if self.token_type is not None:
+        x = self.backend.add(self.word(ids), self.position(self._positions(ids, cu)))
+        if self.token_type is not None and self.token_type.num_embeddings == 1:  # RoBERTa: one type, always 0
+            x = self.backend.add(x, self.token_type(np.zeros(len(ids), dtype=np.int32)))
+        elif self.token_type is not None:
             types = (np.zeros(len(ids), dtype=np.int32) if type_ids_list is None
                      else np.concatenate([np.asarray(t, dtype=np.int32) for t in type_ids_list]))
             x = self.backend.add(x, self.token_type(types))
@@ -100,6 +106,15 @@ class BertEncoder:
         for layer in self.layers:
             x = layer(x, cu, n)
         return x, cu
+
+    def _positions(self, ids: np.ndarray, cu: np.ndarray) -> np.ndarray:
+        if self.padding_idx is None:
+            return np.concatenate([np.arange(cu[i + 1] - cu[i], dtype=np.int32)
+                                   for i in range(len(cu) - 1)]) + self.position_offset
+        keep = (ids != self.padding_idx).astype(np.int32)
+        counts = np.cumsum(keep)
+        starts = np.repeat(counts[cu[:-1] - 1] * (cu[:-1] > 0), np.diff(cu))  # restart the count per sequence
+        return ((counts - starts) * keep + self.padding_idx).astype(np.int32)
 
 
 class BertEmbeddingModel:
@@ -122,6 +137,14 @@ class BertEmbeddingModel:
         return self.pooling(self.encoder.backend.download(hidden), cu)
 
 
+def roberta_padding_idx(config) -> int | None:
+    """XLM-R / RoBERTa checkpoints number positions after their pad id; BERT ones do not."""
+    if config.model_type in ("xlm-roberta", "roberta") or any("Roberta" in a for a in config.architectures):
+        return int(config.pad_token_id if config.pad_token_id is not None else 1)
+    return None
+
+
 def build_embedding_model(config, weights, backend) -> BertEmbeddingModel:
     folder = config.path if os.path.isdir(config.path) else os.path.dirname(config.path)
-    return BertEmbeddingModel(BertEncoder(config, weights, backend), read_pooling(folder))
+    encoder = BertEncoder(config, weights, backend, padding_idx=roberta_padding_idx(config))
+    return BertEmbeddingModel(encoder, read_pooling(folder))
