@@ -11,6 +11,7 @@ every layer of a forward pass.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from importlib import resources
 from typing import Sequence
@@ -36,10 +37,10 @@ class DeviceArray:
 
     __slots__ = ("buf", "shape", "dtype", "host")
 
-    def __init__(self, buf, shape, dtype=_F32, host=None):
+    def __init__(self, buf, shape: tuple, dtype=_F32, host=None):
         self.buf = buf
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
+        self.shape = shape
+        self.dtype = dtype
         self.host = host
 
     @property
@@ -116,6 +117,10 @@ class _Runtime:
         self.local_mem = int(device.local_mem_size)
         self.compute_units = int(device.max_compute_units)
         self.nvidia = "nvidia" in info.platform.lower()
+        try:  # cl_nv_device_attribute_query
+            self.nv_compute = (int(device.compute_capability_major_nv), int(device.compute_capability_minor_nv))
+        except Exception:  # noqa: BLE001 - not an NVIDIA device
+            self.nv_compute = None
 
     def program(self, files: Sequence[str], defines: dict):
         key = (tuple(files), tuple(sorted(defines.items())))
@@ -144,10 +149,24 @@ class _Runtime:
 B = None  # a buffer argument in scalar_types lists
 
 
+PRECISIONS = ("exact", "fast")
+
+
 class OpenCLBackend(Backend):
+    """``precision``: on NVIDIA GPUs (sm_80+) linear layers over many rows with f16/bf16 weights run
+    on the matrix units. "exact" (default) feeds them x as two 16-bit halves (hi + lo), keeping
+    float32 accuracy at twice the matrix work; "fast" rounds x to 16 bits once, as f16 inference in
+    PyTorch does. ``GLLM_OPENCL_PRECISION`` sets the default; ``GLLM_OPENCL_MMA=0`` turns the
+    matrix units off."""
+
     name = "opencl"
 
-    def __init__(self, device: str | int | None = None, attention_min_groups: int | None = None):
+    def __init__(self, device: str | int | None = None, attention_min_groups: int | None = None,
+                 precision: str | None = None):
+        precision = precision or os.environ.get("GLLM_OPENCL_PRECISION") or "exact"
+        if precision not in PRECISIONS:
+            raise BackendUnavailableError(f"opencl: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         info, dev = choose_device(None if device is None else str(device))
         self.info = info
         self.rt = rt = _Runtime.get(info, dev)
@@ -173,7 +192,7 @@ class OpenCLBackend(Backend):
         self._k_silu_mul = _kernel(prg, "silu_mul", [B, B, B, i])
         self._k_gather = _kernel(prg, "gather_rows", [B, B, B, i, i])
         self._k_scatter = _kernel(prg, "scatter_rows", [B, B, B, i, i, i])
-        self._k_copy_cols = _kernel(prg, "copy_cols", [B, B, i, i, i, i])
+        self._k_split3 = _kernel(prg, "split3", [B, B, B, B, i, i, i, i, i, i])
         self._k_embedding = [_kernel(prg, f"embedding_{d}", [B, B, B, i, i, i]) for d in ("f32", "f16", "bf16")]
         self._k_layer_norm = _kernel(prg, "layer_norm", [B, B, B, B, B, i, f, i, i])
         self._k_rms_norm = _kernel(prg, "rms_norm", [B, B, B, B, B, i, f, i])
@@ -181,15 +200,21 @@ class OpenCLBackend(Backend):
         self._k_rope = _kernel(prg, "rope", [B, B, B, B, i, i, f, i, i, i])
         self._gemv_kernels: dict = {}
         self._gemm_kernels: dict = {}
+        self._mma_kernels: dict = {}
+        self.mma_status = "not tried"
+        # matrix-vector shape: LANES work-items per row group, WARPS groups, RPT rows per group
+        self.gemv_lanes, self.gemv_warps = 32, 4
+        self.gemv_rpt = {1: 4, 2: 4, 4: 2, 8: 2}
+        self.gemv_vload = False  # f16 rows through vload_half8 rather than 16-byte loads + bit decoding
         self._attention_kernels: dict = {}
 
     def __repr__(self) -> str:
         return f"OpenCLBackend({self.info.describe()})"
 
     # -- memory --------------------------------------------------------------------------------
-    def _empty(self, shape, dtype=_F32) -> DeviceArray:
-        n = math.prod(shape) * np.dtype(dtype).itemsize
-        return DeviceArray(self._alloc(max(n, 4)), shape, dtype)
+    def _empty(self, shape: tuple, dtype=_F32) -> DeviceArray:
+        n = math.prod(shape) * 4  # float32 and int32 alike
+        return DeviceArray(self._alloc(n or 4), shape, dtype)
 
     def _write(self, buf, array: np.ndarray) -> None:
         evt = self.cl.enqueue_copy(self.queue, buf, array, is_blocking=False)
@@ -206,7 +231,7 @@ class OpenCLBackend(Backend):
         else:
             a = np.ascontiguousarray(a, dtype=_F32)
             host = None
-        out = DeviceArray(self._alloc(max(a.nbytes, 4)), a.shape, a.dtype, host)
+        out = DeviceArray(self._alloc(max(a.nbytes, 4)), a.shape, a.dtype.type, host)
         if a.size:
             with self._lock:
                 self._write(out.buf, a)
@@ -248,7 +273,7 @@ class OpenCLBackend(Backend):
         return DeviceArray(self._resident(a), a.shape, _F32)
 
     def zeros(self, shape):
-        y = self._empty(tuple(shape))
+        y = self._empty(tuple(int(v) for v in shape))
         n = y.size
         if n:
             with self._lock:
@@ -264,21 +289,27 @@ class OpenCLBackend(Backend):
             shape[i] = x.size // rest if rest else 0
         if math.prod(shape) != x.size:
             raise BadRequestError(f"view: cannot view {x.shape} as {tuple(shape)}")
-        return DeviceArray(x.buf, shape, x.dtype, x.host)
+        return DeviceArray(x.buf, tuple(int(v) for v in shape), x.dtype, x.host)
 
     def split(self, x, sizes):
         d = x.shape[-1]
-        if sum(sizes) != d:
-            raise BadRequestError(f"split: sizes {list(sizes)} do not add up to the last axis {d}")
+        sizes = [int(s) for s in sizes]
+        if sum(sizes) != d or min(sizes, default=0) < 0:
+            raise BadRequestError(f"split: sizes {sizes} do not add up to the last axis {d}")
         t = x.size // d if d else 0
-        parts, col = [], 0
-        with self._lock:
-            for s in sizes:
-                y = self._empty(x.shape[:-1] + (s,))
-                if t and s:
-                    self._k_copy_cols(self.queue, (_round_up(s, 64), t), (64, 1), x.buf, y.buf, d, col, s, t)
-                parts.append(y)
-                col += s
+        lead = x.shape[:-1]
+        parts = [self._empty(lead + (s,)) for s in sizes]
+        if t:
+            with self._lock:
+                col = 0
+                for i in range(0, len(sizes), 3):  # one launch per three parts
+                    w = sizes[i:i + 3] + [0] * (3 - len(sizes[i:i + 3]))
+                    bufs = [p.buf for p in parts[i:i + 3]]
+                    bufs += [bufs[0]] * (3 - len(bufs))
+                    span = sum(w)
+                    if span:
+                        self._k_split3(self.queue, (_round_up(span, 64), t), (64, 1), x.buf, *bufs, d, col, *w, t)
+                    col += span
         return parts
 
     def _rows(self, rows, n: int, what: str) -> np.ndarray:
@@ -318,10 +349,11 @@ class OpenCLBackend(Backend):
         key = (code, nt)
         k = self._gemv_kernels.get(key)
         if k is None:
-            rpt = 4 if nt <= 2 else 2
-            lanes, warps = 32, 4
-            prg = self.rt.program(["linear.cl"], {"GEMV": 1, "WDTYPE": code, "NT": nt, "RPT": rpt,
-                                                  "LANES": lanes, "WARPS": warps})
+            rpt, lanes, warps = self.gemv_rpt[nt], self.gemv_lanes, self.gemv_warps
+            defines = {"GEMV": 1, "WDTYPE": code, "NT": nt, "RPT": rpt, "LANES": lanes, "WARPS": warps}
+            if self.gemv_vload:
+                defines["F16_VLOAD"] = 1
+            prg = self.rt.program(["linear.cl"], defines)
             k = self._gemv_kernels[key] = (self.rt.kernel(prg, "gemv", [B, B, B, B, _I32, _I32, _I32, _I32, _I32]),
                                            lanes, warps, rpt)
         return k
@@ -334,6 +366,51 @@ class OpenCLBackend(Backend):
             k = self._gemm_kernels[code] = (self.rt.kernel(prg, "gemm", [B, B, B, B, _I32, _I32, _I32, _I32, _I32]),
                                             16 * tm, 16 * tn)
         return k
+
+    def _mma(self, code: int):
+        """The matrix-unit GEMM for this weight type, or None where it cannot run (checked once
+        against the host on a small product before it is trusted)."""
+        if code in self._mma_kernels:
+            return self._mma_kernels[code]
+        k = None
+        rt = self.rt
+        if code == 0:
+            pass
+        elif os.environ.get("GLLM_OPENCL_MMA", "1") == "0":
+            self.mma_status = "off (GLLM_OPENCL_MMA=0)"
+        elif rt.nv_compute is None or rt.nv_compute < (8, 0):
+            self.mma_status = "no NVIDIA matrix units (sm_80+) on this device"
+        else:
+            split = int(self.precision == "exact")
+            try:
+                prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split})
+                k = rt.kernel(prg, "gemm_mma", [B, B, B, B, _I32, _I32, _I32, _I32, _I32])
+                self.mma_status = self._check_mma(k, code)
+                if self.mma_status != "ok":
+                    k = None
+            except BackendUnavailableError as exc:
+                self.mma_status = f"build failed: {exc}"
+        self._mma_kernels[code] = k
+        return k
+
+    def _check_mma(self, k, code: int) -> str:
+        from gllm_core.weights import bf16_to_f32, f32_to_bf16
+
+        rng = np.random.default_rng(0)
+        t, n_in, n_out = 70, 96, 130
+        x = rng.standard_normal((t, n_in)).astype(_F32)
+        w32 = rng.standard_normal((n_out, n_in)).astype(_F32)
+        w = w32.astype(np.float16) if code == 1 else f32_to_bf16(w32)
+        wf = w.astype(_F32) if code == 1 else bf16_to_f32(w)
+        expected = x @ wf.T
+        xb, wb = self.upload(x), self._resident(w)
+        y = self._empty((t, n_out))
+        with self._lock:
+            k(self.queue, (_round_up(n_out, 128), -(-t // 64)), (128, 1), wb, xb.buf, y.buf, y.buf, t, n_in, n_out, 0, 0)
+        got = self.download(y)
+        tol = 1e-4 if self.precision == "exact" else 3e-2
+        err = float(np.max(np.abs(got - expected) / (1 + np.abs(expected))))
+        return "ok" if err < tol else f"self-check failed (error {err:.2g})"
 
     def linear(self, x, w: DeviceMatrix, bias=None, activation=None):
         n_out, n_in = w.shape
@@ -352,6 +429,9 @@ class OpenCLBackend(Backend):
                 groups = -(-n_out // (warps * rpt))
                 k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, x.buf, b, y.buf, t, n_in, n_out,
                   int(bias is not None), act)
+            elif w.code and n_in % 32 == 0 and self._mma(w.code) is not None:
+                self._mma_kernels[w.code](self.queue, (-(-n_out // 128) * 128, -(-t // 64)), (128, 1), w.buf, x.buf,
+                                          b, y.buf, t, n_in, n_out, int(bias is not None), act)
             else:
                 k, bm, bn = self._gemm(w.code)
                 k(self.queue, (-(-n_out // bn) * 16, -(-t // bm) * 16), (16, 16), w.buf, x.buf, b, y.buf, t, n_in,

@@ -49,11 +49,16 @@ __kernel void scatter_rows(__global float* dst, __global const int* rows, __glob
     dst[o] = accumulate ? dst[o] + v : v;
 }
 
-// columns [col0, col0 + width) of a [t, d] array
-__kernel void copy_cols(__global const float* x, __global float* y, const int d, const int col0,
-                        const int width, const int t_count) {
+// columns [col0, col0 + w0 + w1 + w2) of a [t, d] array into up to three contiguous parts (Q/K/V,
+// gate/up): one launch however many parts
+__kernel void split3(__global const float* x, __global float* y0, __global float* y1, __global float* y2,
+                     const int d, const int col0, const int w0, const int w1, const int w2, const int t_count) {
     int c = get_global_id(0), t = get_global_id(1);
-    if (c < width && t < t_count) y[(size_t)t * width + c] = x[(size_t)t * d + col0 + c];
+    if (c >= w0 + w1 + w2 || t >= t_count) return;
+    float v = x[(size_t)t * d + col0 + c];
+    if (c < w0) y0[(size_t)t * w0 + c] = v;
+    else if (c < w0 + w1) y1[(size_t)t * w1 + c - w0] = v;
+    else y2[(size_t)t * w2 + c - w0 - w1] = v;
 }
 
 #define EMBEDDING(NAME, TYPE, LOAD)                                                                  \
