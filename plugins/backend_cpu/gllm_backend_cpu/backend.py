@@ -1,0 +1,352 @@
+"""NumbaBackend: the op contract of gllm_core.backend as numba kernels over numpy arrays.
+
+Activations are float32 C-contiguous numpy arrays, as for the numpy reference. Big GEMMs go to
+BLAS through numpy's matmul (f32 weights in place; f16/bf16 weights decoded tile by tile into a
+float32 scratch, never the whole model), with bias and activation applied by one numba pass
+after; a few tokens (decode) take a numba kernel that reads the stored 16-bit weights directly.
+Everything around the GEMMs is numba: fused residual+norm, rope, streaming attention, gathers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from gllm_core.backends.numpy_backend import NumpyBackend
+from gllm_core.errors import BadRequestError
+from gllm_core.weights import WeightMatrix, WeightVector
+
+from . import threads as _threads
+from .kernels import attention as _attn
+from .kernels import elementwise as _ew
+from .kernels import linear as _lin
+from .kernels import norms as _norms
+from .kernels import rope as _rope
+from .kernels.scalar import ACT_CODES
+
+F32 = np.float32
+FEW_TOKENS = 8  # up to this many tokens a linear layer skips BLAS (and any 16-bit decoding)
+TILE_ELEMENTS = 1 << 20  # 16-bit weights are decoded for BLAS in tiles of about 4 MB of float32
+_EMPTY = np.zeros(0, dtype=F32)
+_EMPTY2 = np.zeros((0, 0), dtype=F32)
+_local = threading.local()
+
+
+def _f32(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == F32 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=F32)
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """``[..., D]`` → ``[rows, D]`` view."""
+    return x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+
+
+def _act_code(kind) -> int:
+    try:
+        return ACT_CODES[kind]
+    except (KeyError, TypeError):
+        raise BadRequestError(f"unknown activation {kind!r}; expected one of "
+                              f"{', '.join(k for k in ACT_CODES if k)} or None") from None
+
+
+class CpuMatrix:
+    """A prepared weight matrix: stored data used in place (16-bit kept as its uint16 bits).
+
+    Duck-types the numpy backend's NumpyMatrix (``weight``, ``f32``, ``shape``, ``dense``) so
+    ops inherited from the numpy reference keep working on it."""
+
+    __slots__ = ("weight", "kind", "data", "f32")
+
+    def __init__(self, weight: WeightMatrix):
+        self.weight = weight
+        if weight.quant is not None:
+            self.kind, self.data = "quant", weight.data
+        elif weight.dtype == "f32":
+            self.kind, self.data = "f32", weight.data
+        else:  # f16 / bf16: the raw bits, read by the kernels
+            self.kind, self.data = weight.dtype, np.asarray(weight.data).view(np.uint16)
+        self.f32 = weight.data if self.kind == "f32" else None
+
+    @property
+    def shape(self):
+        return self.weight.shape
+
+    def dense(self, rows=slice(None)) -> np.ndarray:
+        if self.f32 is not None:
+            return np.asarray(self.f32[rows])
+        return self.weight.dense(rows)
+
+
+class NumbaBackend(NumpyBackend):
+    """numba kernels for every op of the contract. It subclasses the numpy reference only so
+    that an op added to the contract later still runs (in numpy) until it gets its kernel."""
+
+    name = "cpu"
+
+    def __init__(self, threads: int | None = None):
+        requested = _threads.requested_threads(threads)
+        self.threads = max(1, min(requested, numba.config.NUMBA_NUM_THREADS))
+        self.blas = _threads.set_blas_threads(self.threads)
+        self._use_threads()
+
+    def _use_threads(self) -> None:
+        # numba's thread count belongs to the calling thread: re-apply it on a new caller
+        if getattr(_local, "threads", None) != self.threads:
+            numba.set_num_threads(self.threads)
+            _local.threads = self.threads
+
+    # -- memory --------------------------------------------------------------------------------
+    def upload(self, array):
+        array = np.asarray(array)
+        if array.dtype.kind == "f" and array.dtype != F32:
+            return np.ascontiguousarray(array, dtype=F32)
+        return np.ascontiguousarray(array)
+
+    def download(self, x):
+        return np.asarray(x)
+
+    def prepare_matrix(self, w: WeightMatrix):
+        return CpuMatrix(w)
+
+    def prepare_vector(self, v: WeightVector):
+        return np.array(v.to_float32(), dtype=F32, copy=True)  # small; writable like activations
+
+    # -- shape ---------------------------------------------------------------------------------
+    def view(self, x, shape):
+        return np.reshape(x, tuple(shape), copy=False)
+
+    def split(self, x, sizes):
+        x = _f32(x)
+        sizes = [int(s) for s in sizes]
+        if x.ndim != 2 or sum(sizes) != x.shape[1] or min(sizes, default=0) < 0:
+            raise BadRequestError(f"split: sizes {sizes} do not add up to the last axis of {x.shape}")
+        self._use_threads()
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        rows = x.shape[0]
+        flat = np.empty(rows * x.shape[1], dtype=F32)
+        _ew.split_columns(x, offsets, flat)
+        return [flat[rows * offsets[p]:rows * offsets[p + 1]].reshape(rows, sizes[p]) for p in range(len(sizes))]
+
+    def take_rows(self, x, rows):
+        x = np.asarray(x)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n = x.shape[0]
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise BadRequestError(f"take_rows: row index out of range for {n} rows")
+        rows = np.where(rows < 0, rows + n, rows)
+        if x.dtype != F32 or not x.flags.c_contiguous or x.ndim < 2:
+            return x[rows]
+        self._use_threads()
+        flat = x.reshape(n, -1)
+        out = np.empty((rows.shape[0], flat.shape[1]), dtype=F32)
+        _ew.gather_rows_f32(flat, rows, out)
+        return out.reshape((rows.shape[0],) + x.shape[1:])
+
+    def zeros(self, shape):
+        return np.zeros(tuple(int(n) for n in shape), dtype=F32)  # calloc: pages zeroed lazily
+
+    def scatter_rows(self, dst, rows, src, accumulate=False):
+        if not isinstance(dst, np.ndarray) or dst.dtype != F32 or not dst.flags.c_contiguous or dst.ndim < 1:
+            raise BadRequestError("scatter_rows: dst must be a float32 array made by this backend")
+        n = dst.shape[0]
+        table = dst.reshape(n, -1)
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        src = _f32(src).reshape(rows.shape[0], -1) if np.size(src) == rows.shape[0] * table.shape[1] else None
+        if src is None:
+            raise BadRequestError(f"scatter_rows: {rows.shape[0]} rows of {dst.shape[1:]} do not match the source")
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
+            raise BadRequestError(f"scatter_rows: row index out of range for {n} rows")
+        self._use_threads()
+        _ew.scatter_rows(table, rows, src, bool(accumulate))
+
+    # -- math ----------------------------------------------------------------------------------
+    def linear(self, x, w: CpuMatrix, bias=None, activation=None):
+        x = _f32(x)
+        act = _act_code(activation)
+        tokens, cols = x.shape
+        n_out = w.weight.rows
+        if cols != w.weight.cols:
+            raise BadRequestError(f"linear: input of {cols} features for {w.weight.name} "
+                                  f"{w.weight.shape} (expects {w.weight.cols})")
+        b = _EMPTY if bias is None else bias
+        self._use_threads()
+        if tokens <= FEW_TOKENS and w.kind != "quant":
+            out = np.empty((tokens, n_out), dtype=F32)
+            if w.kind == "f32":
+                _lin.linear_few_f32(x, w.data, b, act, out)
+            else:
+                _lin.linear_few_16(x, w.data, w.kind == "bf16", b, act, out)
+            return out
+        if w.kind == "f32":
+            out = np.matmul(x, w.data.T)
+        else:
+            out = np.empty((tokens, n_out), dtype=F32)
+            step = max(16, TILE_ELEMENTS // max(cols, 1))
+            scratch = np.empty((min(step, n_out), cols), dtype=F32) if w.kind != "quant" else None
+            for r0 in range(0, n_out, step):
+                r1 = min(n_out, r0 + step)
+                if w.kind == "quant":
+                    tile = w.weight.dense(slice(r0, r1))
+                else:
+                    tile = scratch[:r1 - r0]
+                    _lin.rows_to_f32(w.data, w.kind == "bf16", r0, r1, tile)
+                np.matmul(x, tile.T, out=out[:, r0:r1])
+        if bias is not None or act:
+            _ew.bias_activation(out, b, act, out)
+        return out
+
+    def embedding(self, table: CpuMatrix, ids):
+        ids = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
+        vocab, dim = table.weight.shape
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            bad = int(ids[(ids < 0) | (ids >= vocab)][0])
+            raise BadRequestError(f"token id {bad} is outside {table.weight.name} (vocabulary of {vocab})")
+        if table.kind == "quant":
+            return np.ascontiguousarray(table.weight.dense(ids.astype(np.int64)), dtype=F32)
+        self._use_threads()
+        out = np.empty((ids.shape[0], dim), dtype=F32)
+        if table.kind == "f32":
+            _ew.gather_rows_f32(table.data, ids, out)
+        else:
+            _ew.gather_rows_16(table.data, table.kind == "bf16", ids, out)
+        return out
+
+    def add(self, a, b):
+        a, b = _f32(a), _f32(b)
+        self._use_threads()
+        out = np.empty(a.shape, dtype=F32)
+        if b.shape == a.shape:
+            _ew.add_flat(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+        elif b.ndim == 1 and a.ndim >= 1 and b.shape[0] == a.shape[-1]:
+            _ew.add_row_vector(_rows(a), b, _rows(out))
+        else:
+            return np.add(a, b, dtype=F32)
+        return out
+
+    def mul(self, a, b):
+        a, b = _f32(a), _f32(b)
+        self._use_threads()
+        out = np.empty(a.shape, dtype=F32)
+        if b.shape == a.shape:
+            _ew.mul_flat(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+        elif b.ndim == 1 and a.ndim >= 1 and b.shape[0] == a.shape[-1]:
+            _ew.mul_row_vector(_rows(a), b, _rows(out))
+        elif a.ndim == 2 and b.shape == (a.shape[0], 1):
+            _ew.mul_column(a, b.reshape(-1), out)
+        else:
+            return np.multiply(a, b, dtype=F32)
+        return out
+
+    def activation(self, x, kind):
+        x = _f32(x)
+        act = _act_code(kind)
+        if x.ndim == 0:
+            return super().activation(x, kind)
+        self._use_threads()
+        out = np.empty(x.shape, dtype=F32)
+        _ew.bias_activation(_rows(x), _EMPTY, act, _rows(out))
+        return out
+
+    def silu_mul(self, gate, up):
+        gate, up = _f32(gate), _f32(up)
+        if gate.shape != up.shape:
+            raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
+        self._use_threads()
+        out = np.empty(gate.shape, dtype=F32)
+        _ew.silu_mul(_rows(gate), _rows(up), _rows(out))
+        return out
+
+    def layer_norm(self, x, weight, bias, eps, residual=None):
+        x = _f32(x)
+        res = _EMPTY2 if residual is None else _rows(_f32(residual))
+        if residual is not None and res.shape != _rows(x).shape:
+            raise BadRequestError(f"layer_norm: residual {np.shape(residual)} does not match {x.shape}")
+        self._use_threads()
+        out = np.empty(x.shape, dtype=F32)
+        _norms.layer_norm_rows(_rows(x), res, weight, _EMPTY if bias is None else bias, float(eps), _rows(out))
+        return out
+
+    def rms_norm(self, x, weight, eps):
+        x = _f32(x)
+        self._use_threads()
+        out = np.empty(x.shape, dtype=F32)
+        _norms.rms_norm_rows(_rows(x), _EMPTY2, weight, float(eps), _rows(out), _EMPTY2)
+        return out
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        x, residual = _f32(x), _f32(residual)
+        if residual.shape != x.shape:
+            raise BadRequestError(f"add_rms_norm: residual {residual.shape} does not match {x.shape}")
+        self._use_threads()
+        out = np.empty(x.shape, dtype=F32)
+        hidden = np.empty(x.shape, dtype=F32)
+        _norms.rms_norm_rows(_rows(x), _rows(residual), weight, float(eps), _rows(out), _rows(hidden))
+        return out, hidden
+
+    def rope(self, x, positions, inv_freq, style="neox", scale=1.0):
+        if style not in ("neox", "interleaved"):
+            raise BadRequestError(f"unknown rope style {style!r} (expected 'neox' or 'interleaved')")
+        x = _f32(x)
+        inv_freq = _f32(inv_freq).reshape(-1)
+        positions = np.ascontiguousarray(positions, dtype=np.int64).reshape(-1)
+        if x.ndim != 3 or positions.shape[0] != x.shape[0] or 2 * inv_freq.shape[0] > x.shape[2]:
+            raise BadRequestError(f"rope: x {x.shape}, {positions.shape[0]} positions and "
+                                  f"{inv_freq.shape[0]} frequencies do not fit together")
+        self._use_threads()
+        out = np.empty(x.shape, dtype=F32)
+        _rope.rope_rows(x, positions, inv_freq, style == "interleaved", float(scale), out)
+        return out
+
+    def attention(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale, causal=False, window=None):
+        q, k, v = _f32(q), _f32(k), _f32(v)
+        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=np.int64).reshape(-1)
+        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=np.int64).reshape(-1)
+        if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or k.shape[:2] != v.shape[:2] or q.shape[2] != k.shape[2]:
+            raise BadRequestError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
+        if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+            raise BadRequestError(f"attention: {q.shape[1]} query heads are not a multiple of {k.shape[1]} KV heads")
+        if (cu_q.shape != cu_k.shape or cu_q[0] != 0 or cu_k[0] != 0 or cu_q[-1] != q.shape[0]
+                or cu_k[-1] != k.shape[0] or np.any(np.diff(cu_q) < 0) or np.any(np.diff(cu_k) < 0)):
+            raise BadRequestError("attention: cu_seqlens do not describe the packed q / k rows")
+        if window is not None and int(window) < 1:
+            raise BadRequestError(f"attention: window must be at least 1, got {window!r}")
+        out = np.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=F32)
+        if q.shape[0] == 0:
+            return out
+        self._use_threads()
+        kt = np.empty((k.shape[1], k.shape[2], k.shape[0]), dtype=F32)
+        _attn.transpose_keys(k, kt)
+        tasks = _attn.make_tasks(cu_q, q.shape[1])
+        previous = numba.set_parallel_chunksize(1)  # tasks differ in cost: hand them out one by one
+        try:
+            _attn.attention_blocks(q, kt, v, cu_q, cu_k, tasks, np.float32(scale), bool(causal),
+                                   0 if window is None else int(window), out)
+        finally:
+            numba.set_parallel_chunksize(previous)
+        return out
+
+    def softmax(self, x):
+        x = _f32(x)
+        self._use_threads()
+        out = np.empty(x.shape, dtype=F32)
+        if x.size:
+            _ew.softmax_rows(_rows(x), _rows(out))
+        return out
+
+    def top_k(self, x, k):
+        x = _f32(x)
+        rows = _rows(x)
+        k = min(int(k), rows.shape[1])
+        if k < 1:
+            raise BadRequestError(f"top_k: k must be at least 1, got {k}")
+        self._use_threads()
+        values = np.empty((rows.shape[0], k), dtype=F32)
+        indices = np.empty((rows.shape[0], k), dtype=np.int32)
+        _ew.top_k_rows(rows, k, values, indices)
+        return values.reshape(x.shape[:-1] + (k,)), indices.reshape(x.shape[:-1] + (k,))

@@ -1,0 +1,68 @@
+"""Linear layers: a row-parallel kernel for few tokens (decode) that reads f32, f16 or bf16
+weights as stored, and the converter that turns 16-bit row tiles into float32 for BLAS."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .scalar import ACT_NONE, activate, bf16_to_f32, f16_to_f32
+
+_OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+
+DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
+ROWS_PER_TASK = 16
+
+
+@numba.njit(**_OPTS)
+def rows_to_f32(w, bf16, r0, r1, out):
+    """Rows ``r0:r1`` of 16-bit weights (uint16 bits) → float32 ``out[:r1 - r0]``."""
+    cols = w.shape[1]
+    n = r1 - r0
+    for c in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        for i in range(c * ROWS_PER_TASK, min(n, c * ROWS_PER_TASK + ROWS_PER_TASK)):
+            if bf16:
+                for j in range(cols):
+                    out[i, j] = bf16_to_f32(w[r0 + i, j])
+            else:
+                for j in range(cols):
+                    out[i, j] = f16_to_f32(w[r0 + i, j])
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _finish(x, row, o, bias, act, out):
+    """Dot products of one float32 weight row with every token, plus bias and activation."""
+    has_bias = bias.shape[0] == out.shape[1]
+    for t in range(x.shape[0]):
+        acc = numba.float32(0.0)
+        for j in range(x.shape[1]):
+            acc += x[t, j] * row[j]
+        if has_bias:
+            acc += bias[o]
+        out[t, o] = activate(acc, act) if act != ACT_NONE else acc
+
+
+@numba.njit(**_OPTS)
+def linear_few_f32(x, w, bias, act, out):
+    """``out = act(x @ w.T + bias)`` for a handful of tokens, parallel over output rows."""
+    n_out = w.shape[0]
+    for c in prange((n_out + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        for o in range(c * ROWS_PER_TASK, min(n_out, c * ROWS_PER_TASK + ROWS_PER_TASK)):
+            _finish(x, w[o], o, bias, act, out)
+
+
+@numba.njit(**_OPTS)
+def linear_few_16(x, w, bf16, bias, act, out):
+    """As ``linear_few_f32`` with 16-bit weights, each row decoded once into float32 scratch."""
+    n_out, cols = w.shape
+    for c in prange((n_out + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        row = np.empty(cols, dtype=np.float32)
+        for o in range(c * ROWS_PER_TASK, min(n_out, c * ROWS_PER_TASK + ROWS_PER_TASK)):
+            if bf16:
+                for j in range(cols):
+                    row[j] = bf16_to_f32(w[o, j])
+            else:
+                for j in range(cols):
+                    row[j] = f16_to_f32(w[o, j])
+            _finish(x, row, o, bias, act, out)

@@ -1,0 +1,67 @@
+"""LayerNorm and RMSNorm over the last axis, with the residual add fused in; statistics in float64."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+from numba import prange
+
+SUMS = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+
+
+@numba.njit(**SUMS)
+def layer_norm_rows(x, residual, weight, bias, eps, out):
+    """``out = LayerNorm(x + residual)``; an empty ``residual`` / ``bias`` (shape[0] == 0) means none."""
+    rows, cols = x.shape
+    has_res = residual.shape[0] == rows
+    has_bias = bias.shape[0] == cols
+    for i in prange(rows):
+        s = 0.0
+        if has_res:
+            for j in range(cols):
+                h = x[i, j] + residual[i, j]
+                out[i, j] = h
+                s += h
+        else:
+            for j in range(cols):
+                h = x[i, j]
+                out[i, j] = h
+                s += h
+        mean = s / cols
+        v = 0.0
+        for j in range(cols):
+            d = out[i, j] - mean
+            v += d * d
+        inv = 1.0 / math.sqrt(v / cols + eps)
+        if has_bias:
+            for j in range(cols):
+                out[i, j] = numba.float32((out[i, j] - mean) * inv) * weight[j] + bias[j]
+        else:
+            for j in range(cols):
+                out[i, j] = numba.float32((out[i, j] - mean) * inv) * weight[j]
+
+
+@numba.njit(**SUMS)
+def rms_norm_rows(x, residual, weight, eps, out, hidden):
+    """``hidden = x + residual`` (when ``residual`` is not empty), ``out = RMSNorm(hidden)``."""
+    rows, cols = x.shape
+    has_res = residual.shape[0] == rows
+    for i in prange(rows):
+        s = 0.0
+        if has_res:
+            for j in range(cols):
+                h = x[i, j] + residual[i, j]
+                hidden[i, j] = h
+                s += numba.float64(h) * h
+        else:
+            for j in range(cols):
+                h = x[i, j]
+                s += numba.float64(h) * h
+        inv = 1.0 / math.sqrt(s / cols + eps)
+        if has_res:
+            for j in range(cols):
+                out[i, j] = numba.float32(hidden[i, j] * inv) * weight[j]
+        else:
+            for j in range(cols):
+                out[i, j] = numba.float32(x[i, j] * inv) * weight[j]
