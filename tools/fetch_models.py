@@ -106,6 +106,35 @@ MODELS: dict[str, ModelRow] = {
 DEFAULT_MODELS = tuple(name for name, row in MODELS.items() if row.default)
 
 
+@dataclass(frozen=True)
+class SourceArchive:
+    """Data files inside a package's source archive: downloaded with pip, never built or installed."""
+
+    name: str
+    dist: str
+    version: str
+    sha256: str
+    folder: str  # the folder inside the archive (below its top-level folder) that is extracted
+    build_requires: tuple[str, ...] = ()  # what `pip download --no-build-isolation` needs to read metadata
+    description: str = ""
+
+
+ARCHIVES: dict[str, SourceArchive] = {
+    a.name: a
+    for a in (
+        SourceArchive(
+            name="llama-cpp-vocab",
+            dist="llama-cpp-python",
+            version="0.3.36",
+            sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+            folder="vendor/llama.cpp/models",
+            build_requires=("scikit-build-core",),
+            description="llama.cpp tokenizer test vectors (vocab GGUFs, .inp/.out) and chat templates",
+        ),
+    )
+}
+
+
 class FetchError(RuntimeError):
     """A package could not be installed or a file failed its check."""
 
@@ -234,6 +263,59 @@ def model_path(name: str = "all-minilm-l6-v2") -> str:
     return str(path)
 
 
+def archive_path(name: str = "llama-cpp-vocab") -> str:
+    """Download (once) a source archive, check its sha256, extract its data folder into the cache
+    (``cache_dir()/<dist>-<version>/<folder>``) and return that folder."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    arc = ARCHIVES[name]
+    base = cache_dir() / f"{arc.dist}-{arc.version}"
+    out = base / arc.folder
+    done = base / ".extracted"
+    if done.is_file() and done.read_text().strip() == arc.sha256 and out.is_dir():
+        return str(out)
+    base.mkdir(parents=True, exist_ok=True)
+    archive = base / f"{arc.dist}-{arc.version}.tar.gz"
+    if not archive.is_file() or sha256_of(archive) != arc.sha256:
+        for req in arc.build_requires:
+            if _installed_version(req) is None:
+                _log(f"installing {req} (needed by pip download of {arc.dist}) ...")
+                subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", req],
+                               check=True)
+        with tempfile.TemporaryDirectory(dir=base) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                   "--no-build-isolation", "--disable-pip-version-check", "-d", tmp, f"{arc.dist}=={arc.version}"]
+            _log(f"downloading the {arc.dist}=={arc.version} source archive ...")
+            result = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+            if result.returncode != 0:
+                raise FetchError(f"`{' '.join(cmd)}` failed with exit status {result.returncode}")
+            got = [p for p in Path(tmp).iterdir() if p.name.endswith((".tar.gz", ".zip"))]
+            if len(got) != 1:
+                raise FetchError(f"{arc.name}: pip download left {[p.name for p in got]}, expected one archive")
+            digest = sha256_of(got[0])
+            if digest != arc.sha256:
+                raise FetchError(f"{arc.name}: sha256 of {got[0].name} is {digest}, expected {arc.sha256}")
+            os.replace(got[0], archive)
+    with tempfile.TemporaryDirectory(dir=base) as tmp, tarfile.open(archive) as tar:
+        members = []
+        for m in tar.getmembers():
+            parts = m.name.split("/", 1)
+            if len(parts) == 2 and (parts[1] + "/").startswith(arc.folder + "/") and (m.isfile() or m.isdir()):
+                m.name = parts[1]
+                members.append(m)
+        if not members:
+            raise FetchError(f"{arc.name}: {archive.name} holds no {arc.folder}/")
+        tar.extractall(tmp, members=members, filter="data")
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(tmp) / arc.folder, out)
+    done.write_text(arc.sha256 + "\n")
+    return str(out)
+
+
 def _aliases() -> dict:
     try:
         from gllm_core.plugins import get_registry
@@ -292,12 +374,17 @@ def main(argv: list[str] | None = None) -> int:
         for row in MODELS.values():
             mark = "*" if row.default else " "
             print(f"{mark} {row.name:22} {row.alias:22} {row.description}")
+        for arc in ARCHIVES.values():
+            print(f"  {arc.name:22} {'(source archive)':22} {arc.description}")
         return 0
-    names = list(MODELS) if args.all else (args.names or list(DEFAULT_MODELS))
+    names = list(MODELS) + list(ARCHIVES) if args.all else (args.names or list(DEFAULT_MODELS))
     status = 0
     for name in names:
         try:
-            path = import_model(name) if args.do_import else model_path(name)
+            if name in ARCHIVES:
+                path = archive_path(name)
+            else:
+                path = import_model(name) if args.do_import else model_path(name)
         except FetchError as exc:
             _log(f"error: {exc}")
             status = 1
