@@ -9,10 +9,12 @@
 from gllm_core import __version__
 from gllm_core.errors import (BackendUnavailableError, BadRequestError, CorruptFileError, GllmError,
                               InvalidModelNameError, ModelNotFoundError, OfflineError, PluginError,
-                              UnsupportedArchitectureError, UnsupportedFormatError)
+                              UnsafeTemplateError, UnsupportedArchitectureError, UnsupportedFormatError)
 
 from .async_client import AsyncClient
 from .client import Client
+from .completion_types import ChatCompletion, ChatCompletionChunk, Completion, CompletionUsage
+from .completions import AsyncStream, Stream
 from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage, RerankResponse, RerankResult, RerankUsage
 
 __all__ = [
@@ -20,5 +22,7 @@ __all__ = [
     "BackendUnavailableError", "BadRequestError", "CorruptFileError", "InvalidModelNameError",
     "ModelNotFoundError", "OfflineError", "PluginError", "UnsupportedArchitectureError",
     "UnsupportedFormatError", "__version__",
+    "ChatCompletion", "ChatCompletionChunk", "Completion", "CompletionUsage", "Stream", "AsyncStream",
+    "UnsafeTemplateError",
     "RerankResponse", "RerankResult", "RerankUsage",
 ]

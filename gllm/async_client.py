@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .builder import RequestBuilder
+from .chat import AsyncChat
+from .completions import AsyncCompletions
 from .client import Client
 
 
@@ -17,6 +19,8 @@ class AsyncClient:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gllm")
         self.backend_name = self._sync.backend_name
         self.embeddings = AsyncEmbeddings(self)
+        self.chat = AsyncChat(self)
+        self.completions = AsyncCompletions(self)
         self.rerank = AsyncRerank(self)
 
     async def _run(self, fn, /, *args, **kwargs):

@@ -203,6 +203,12 @@ def serve(models, host, port, api_key, backend, graceful_timeout, log_level, **l
     run_server(app, host=host, port=port, log_level=log_level, graceful_timeout=graceful_timeout)
 
 
+from .generate_cli import chat, generate  # noqa: E402 - click only; the engine loads inside the commands
+
+cli.add_command(generate)
+cli.add_command(chat)
+
+
 def _add_plugin_commands():
     try:
         from gllm_core.plugins import get_host

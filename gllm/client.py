@@ -16,6 +16,8 @@ from gllm_core.selection import choose_backend, create_backend
 from gllm_core.store import ModelStore
 
 from .builder import RequestBuilder
+from .chat import Chat
+from .completions import Completions
 from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage, RerankResponse, RerankResult, RerankUsage
 
 
@@ -38,6 +40,8 @@ class Client:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.embeddings = Embeddings(self)
+        self.chat = Chat(self)  # chat.completions.create(...)
+        self.completions = Completions(self)
         self.rerank = Rerank(self)
 
     def load(self, model: str) -> LoadedModel:

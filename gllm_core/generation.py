@@ -148,6 +148,8 @@ class Engine:
                 raise BadRequestError(f"prompt token {t!r} is not a token id of this model "
                                       f"(vocabulary of {vocab})")
             ids.append(int(t))
+        if vocab and params.logit_bias and max(params.logit_bias) >= vocab:
+            raise BadRequestError(f"logit_bias names token {max(params.logit_bias)}, outside the vocabulary of {vocab}")
         max_tokens = params.max_tokens
         if self.context_length:
             room = self.context_length - len(ids)
@@ -336,11 +338,7 @@ class Engine:
         if seq.cache is not None:
             seq.cache.free()
             seq.cache = None
-        seq.pending = []
-        with self._cond:
-            seq.request.unfinished -= 1
-            if seq.request.unfinished == 0:
-                self._requests.pop(seq.request.id, None)
+        seq.pending = []  # the request counts it finished when _collect queues its last output
 
     def _fail(self, seq: _Sequence, exc: BaseException) -> None:
         seq.error = exc
@@ -363,14 +361,19 @@ class Engine:
                 released, seq.held = seq.held[:n], seq.held[n:]
             if not (text or new_tokens or released or seq.finished):
                 continue
-            outputs.append((seq.request, SequenceOutput(
+            outputs.append((seq, SequenceOutput(
                 request_id=seq.request.id, index=seq.index, text=text, token_ids=new_tokens,
                 logprobs=tuple(released) if seq.request.params.logprobs is not None else (),
                 finish_reason=seq.finish_reason, num_prompt_tokens=len(seq.request.prompt_ids),
                 num_generated_tokens=len(seq.generated), error=seq.error)))
-        with self._cond:
-            for request, out in outputs:
+        with self._cond:  # a reader sees a request finished only with all its outputs queued
+            for seq, out in outputs:
+                request = seq.request
                 request.outputs.append(out)
+                if out.finish_reason is not None:
+                    request.unfinished -= 1
+                    if request.unfinished == 0:
+                        self._requests.pop(request.id, None)
         return [out for _, out in outputs]
 
     def _notify(self) -> None:

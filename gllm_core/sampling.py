@@ -53,6 +53,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; k: the sampled token's log-probability and the top k
     skip_special_tokens: bool = True
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
 
     def validate(self) -> "SamplingParams":
         if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 1):
@@ -88,6 +89,20 @@ class SamplingParams:
                                                                         for t in self.stop_token_ids):
             raise BadRequestError(f"stop_token_ids must be a list of token ids, got {self.stop_token_ids!r}")
         self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        if self.logit_bias:
+            if not isinstance(self.logit_bias, dict):
+                raise BadRequestError("logit_bias must map token ids to numbers from -100 to 100")
+            bias = {}
+            for key, value in self.logit_bias.items():
+                try:
+                    tid = int(key) if not isinstance(key, bool) else None
+                except (TypeError, ValueError):
+                    tid = None
+                if tid is None or tid < 0 or not _is_number(value) or not -100 <= value <= 100:
+                    raise BadRequestError(f"logit_bias entry {key!r}: {value!r} must map a token id to a number "
+                                          "from -100 to 100")
+                bias[tid] = float(value)
+            self.logit_bias = bias
         if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS):
             raise BadRequestError(f"logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}, got {self.logprobs!r}")
         return self
@@ -137,9 +152,12 @@ class TokenHistory:
 
 
 def apply_penalties(logits: np.ndarray, params: SamplingParams, history: TokenHistory) -> np.ndarray:
-    """Repetition penalty (CTRL / transformers: prompt and output tokens), then OpenAI's presence
-    and frequency penalties (output tokens only). Returns a float64 copy."""
+    """OpenAI's logit_bias, the repetition penalty (CTRL / transformers: prompt and output tokens),
+    then OpenAI's presence and frequency penalties (output tokens only). Returns a float64 copy."""
     x = np.array(logits, dtype=np.float64)
+    if params.logit_bias:
+        ids = np.fromiter(params.logit_bias.keys(), dtype=np.int64, count=len(params.logit_bias))
+        x[ids] += np.fromiter(params.logit_bias.values(), dtype=np.float64, count=len(params.logit_bias))
     if params.repetition_penalty != 1 and history.seen:
         ids = np.fromiter(history.seen, dtype=np.int64, count=len(history.seen))
         v = x[ids]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,28 +127,33 @@ def test_waiting_requests_run_when_a_slot_frees():
         assert outs[r.id] == greedy_reference(model, p, 4 + i)
 
 
-def test_threads_streaming_together_are_batched_and_equal_alone():
-    model = ToyLM(V, seed=8)
-    engine = Engine(model)
+@pytest.mark.parametrize("jitter", [0.0, 0.003])
+def test_threads_streaming_together_are_batched_and_equal_alone(jitter):
     rng = np.random.default_rng(5)
-    ps = prompts(rng, [5, 11, 2, 8])
-    barrier = threading.Barrier(len(ps))
-    results: dict[int, list[int]] = {}
+    for _ in range(5):  # a few rounds: every thread must see all of its outputs, whoever steps
+        model = ToyLM(V, seed=8)
+        engine = Engine(model, max_batch_tokens=16)
+        ps = prompts(rng, [5, 11, 2, 8])
+        delays = rng.random(len(ps)) * jitter
+        barrier = threading.Barrier(len(ps))
+        results: dict[int, list[int]] = {}
 
-    def worker(i):
-        request = engine.add_request(ps[i], SamplingParams(temperature=0, max_tokens=15))
-        barrier.wait()
-        results[i] = [t for out in engine.stream(request) for t in out.token_ids]
+        def worker(i):
+            request = engine.add_request(ps[i], SamplingParams(temperature=0, max_tokens=15))
+            barrier.wait()
+            time.sleep(delays[i])
+            results[i] = [t for out in engine.stream(request) for t in out.token_ids]
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(ps))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert all(not t.is_alive() for t in threads)
-    for i, p in enumerate(ps):
-        assert results[i] == greedy_reference(model, p, 15)
-    assert max(len(c) for c in model.calls) == len(ps)
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(ps))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert all(not t.is_alive() for t in threads)
+        for i, p in enumerate(ps):
+            assert results[i] == greedy_reference(model, p, 15)
+        assert max(len(c) for c in model.calls) == len(ps)
+        assert not model.live and not engine.has_unfinished()
 
 
 def test_end_of_sequence_token_stops_and_max_tokens_is_exact():
