@@ -151,6 +151,26 @@ def bench_gllm(model, cfg, args) -> dict:
     return res
 
 
+def profile_decode(model, cfg):
+    import cProfile
+    import io
+    import pstats
+
+    cache = model.new_cache()
+    model.forward([list(range(128))], [cache])
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for i in range(16):
+        model.forward([[i + 1]], [cache])
+    prof.disable()
+    log(f"\nprofiled decode: {(time.perf_counter() - t0) / 16 * 1e3:.2f} ms/step under the profiler")
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(14)
+    log("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    cache.free()
+
+
 def gllm_logits(model, prompt) -> np.ndarray:
     cache = model.new_cache()
     out = np.asarray(model.forward([prompt], [cache]))[0]
@@ -284,14 +304,19 @@ def bench_kernels(backend, cfg):
     for name, (r, c) in shapes.items():
         data = (rng.standard_normal((r, c), dtype=np.float32) * 0.02).astype(np.float16)
         mats[name] = backend.prepare_matrix(WeightMatrix(name, data, "f16", (r, c)))
-    log("\nGEMV (f16 weights), GB/s of weights read; variants: lanes x warps, rows per group, loads")
-    variants = [(32, 4, 4, False), (32, 4, 2, False), (32, 8, 2, False), (64, 4, 2, False), (32, 4, 4, True),
-                (32, 4, 1, False)]
-    for t in (1, 8):
+    log("\nGEMV (f16 weights), GB/s of weights read; variants: lanes x warps, rows per group, unroll, loads")
+    t1 = [(32, 4, 1, 4, False), (32, 4, 1, 2, False), (32, 4, 2, 4, False), (64, 4, 1, 4, False),
+          (32, 8, 1, 4, False), (32, 4, 1, 8, False), (32, 4, 1, 4, True)]
+    t8 = [(32, 4, 2, 1, False), (32, 4, 2, 2, False), (32, 4, 4, 1, False), (32, 4, 1, 2, False),
+          (32, 4, 1, 4, False), (64, 4, 2, 1, False)]
+    saved = (backend.gemv_lanes, backend.gemv_warps, dict(backend.gemv_rpt), dict(backend.gemv_unroll),
+             backend.gemv_vload)
+    for t, variants in ((1, t1), (8, t8)):
         x = {c: backend.upload(rng.standard_normal((t, c)).astype(np.float32)) for c in (h, f)}
-        for lanes, warps, rpt, vload in variants:
+        for lanes, warps, rpt, unroll, vload in variants:
             backend.gemv_lanes, backend.gemv_warps, backend.gemv_vload = lanes, warps, vload
             backend.gemv_rpt = {k: rpt for k in (1, 2, 4, 8)}
+            backend.gemv_unroll = {k: unroll for k in (1, 2, 4, 8)}
             backend._gemv_kernels.clear()
             row = []
             total_b, total_t = 0, 0.0
@@ -300,26 +325,25 @@ def bench_kernels(backend, cfg):
                 nb = m.rows * m.cols * 2
                 total_b += nb * (cfg["num_hidden_layers"] if name != "head" else 1)
                 total_t += dt * (cfg["num_hidden_layers"] if name != "head" else 1)
-                row.append(f"{name} {nb / dt / 1e9:6.0f}")
-            log(f"  T={t} {lanes}x{warps} rpt{rpt} {'vload' if vload else 'bits '}: " + "  ".join(row)
-                + f"  | model {total_b / total_t / 1e9:6.0f} GB/s")
-    backend.gemv_lanes, backend.gemv_warps, backend.gemv_vload = 32, 4, False
-    backend.gemv_rpt = {1: 4, 2: 4, 4: 2, 8: 2}
+                row.append(f"{name} {nb / dt / 1e9:5.0f}")
+            log(f"  T={t} {lanes}x{warps} rpt{rpt} u{unroll} {'vload' if vload else 'bits '}: " + " ".join(row)
+                + f" | model {total_b / total_t / 1e9:5.0f} GB/s")
+    (backend.gemv_lanes, backend.gemv_warps, backend.gemv_rpt, backend.gemv_unroll, backend.gemv_vload) = saved
     backend._gemv_kernels.clear()
     log("\nGEMM, TFLOP/s at T=1024 (mma: NVIDIA matrix units via inline PTX)")
     x = {c: backend.upload(rng.standard_normal((1024, c)).astype(np.float32)) for c in (h, f)}
-    for prec in ("exact", "fast"):
-        backend.precision = prec
-        backend._mma_kernels.clear()
-        row = []
-        for name in ("qkv", "gate_up", "down"):
-            m = mats[name]
-            dt = _time(backend, lambda: backend.linear(x[m.cols], m), reps=5)
-            row.append(f"{name} {2 * 1024 * m.rows * m.cols / dt / 1e12:6.1f}")
-        log(f"  mma {prec:5s}: " + "  ".join(row) + f"   [{backend.mma_status}]")
-    backend.precision = "exact"
-    backend._mma_kernels.clear()
+    for variant in ("f32x", "x16-2", "x16-4"):
+        for prec in ("exact", "fast"):
+            backend.precision, backend.mma_variant = prec, variant
+            row = []
+            for name in ("qkv", "o", "gate_up", "down"):
+                m = mats[name]
+                dt = _time(backend, lambda: backend.linear(x[m.cols], m), reps=5)
+                row.append(f"{name} {2 * 1024 * m.rows * m.cols / dt / 1e12:6.1f}")
+            log(f"  mma {variant:5s} {prec:5s}: " + "  ".join(row) + f"   [{backend.mma_status}]")
+    backend.precision, backend.mma_variant = "exact", "x16-2"
     os.environ["GLLM_OPENCL_MMA"] = "0"
+    backend._mma_kernels.clear()
     m = mats["gate_up"]
     dt = _time(backend, lambda: backend.linear(x[m.cols], m), reps=3)
     log(f"  f32 tiles : gate_up {2 * 1024 * m.rows * m.cols / dt / 1e12:6.1f}")
@@ -352,12 +376,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=64, help="decode steps timed")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--profile", action="store_true", help="profile the host side of 16 decode steps")
+    ap.add_argument("--variant", default=None, help="matrix-unit GEMM variant (x16-2, x16-4, f32x)")
     args = ap.parse_args(argv)
     cfg = TINY if args.tiny else QWEN25_7B
 
     from gllm_backend_opencl.backend import OpenCLBackend
 
     backend = OpenCLBackend(precision=args.precision)
+    if args.variant:
+        backend.mma_variant = args.variant
     log(f"date {time.strftime('%Y-%m-%d %H:%M')}  device {backend.info.describe()}")
     results = {"device": backend.info.describe(), "date": time.strftime("%Y-%m-%d"), "config": "tiny" if args.tiny
                else "Qwen2.5-7B shape", "precision": args.precision}
@@ -380,6 +408,8 @@ def main(argv=None):
     results["gllm"] = ours
     log(f"gllm: {json.dumps({k: round(v, 3) for k, v in ours.items() if not isinstance(v, list)})}  "
         f"(mma: {backend.mma_status})")
+    if args.profile:
+        profile_decode(model, cfg)
     check_prompt = np.random.default_rng(7).integers(0, cfg["vocab_size"], size=64).tolist()
     ours_logits = gllm_logits(model, check_prompt)
 

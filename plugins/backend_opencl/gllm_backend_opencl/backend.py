@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 from importlib import resources
 from typing import Sequence
 
@@ -32,16 +33,25 @@ _F32 = np.float32
 
 
 class DeviceArray:
-    """A float32 (or int32) array on the device: a buffer, a shape, and for small index arrays the
-    host copy they came from (so lookups can be range-checked without reading the device)."""
+    """A float32 (or int32) array on the device: a buffer and a shape; for small index arrays also
+    the host copy they came from (so lookups can be range-checked without reading the device).
 
-    __slots__ = ("buf", "shape", "dtype", "host")
+    Two lazy forms save a copy and a launch where the next op can read them in place: a column
+    view (``stride`` set: rows of the first axis lie ``stride`` elements apart from ``offset``;
+    what ``split`` returns) and a row gather (``rows`` set: row ``i`` is row ``rows[i]`` of
+    ``buf``; what ``take_rows`` returns). Ops that cannot read them make them contiguous first,
+    in place (``OpenCLBackend._dense``)."""
 
-    def __init__(self, buf, shape: tuple, dtype=_F32, host=None):
+    __slots__ = ("buf", "shape", "dtype", "host", "stride", "offset", "rows", "__weakref__")
+
+    def __init__(self, buf, shape: tuple, dtype=_F32, host=None, stride=None, offset=0, rows=None):
         self.buf = buf
         self.shape = shape
         self.dtype = dtype
         self.host = host
+        self.stride = stride
+        self.offset = offset
+        self.rows = rows
 
     @property
     def size(self) -> int:
@@ -51,8 +61,13 @@ class DeviceArray:
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def lazy(self) -> bool:
+        return self.stride is not None or self.rows is not None
+
     def __repr__(self) -> str:
-        return f"DeviceArray(shape={self.shape}, dtype={self.dtype})"
+        form = " column view" if self.stride is not None else " row gather" if self.rows is not None else ""
+        return f"DeviceArray(shape={self.shape}, dtype={self.dtype}{form})"
 
 
 class DeviceMatrix:
@@ -189,24 +204,28 @@ class OpenCLBackend(Backend):
         self._k_add = _kernel(prg, "add", [B, B, B, i, i, i])
         self._k_mul = _kernel(prg, "mul", [B, B, B, i, i, i])
         self._k_act = _kernel(prg, "activation", [B, B, i, i])
-        self._k_silu_mul = _kernel(prg, "silu_mul", [B, B, B, i])
+        self._k_silu_mul = _kernel(prg, "silu_mul", [B, B, B, i, i, i, i, i, i])
         self._k_gather = _kernel(prg, "gather_rows", [B, B, B, i, i])
-        self._k_scatter = _kernel(prg, "scatter_rows", [B, B, B, i, i, i])
+        self._k_scatter = _kernel(prg, "scatter_rows", [B, B, B, i, i, i, i, i])
         self._k_split3 = _kernel(prg, "split3", [B, B, B, B, i, i, i, i, i, i])
         self._k_embedding = [_kernel(prg, f"embedding_{d}", [B, B, B, i, i, i]) for d in ("f32", "f16", "bf16")]
         self._k_layer_norm = _kernel(prg, "layer_norm", [B, B, B, B, B, i, f, i, i])
         self._k_rms_norm = _kernel(prg, "rms_norm", [B, B, B, B, B, i, f, i])
         self._k_softmax = _kernel(prg, "softmax", [B, B, i])
-        self._k_rope = _kernel(prg, "rope", [B, B, B, B, i, i, f, i, i, i])
+        self._k_rope = _kernel(prg, "rope", [B, B, B, B, i, i, f, i, i, i, i, i])
         self._gemv_kernels: dict = {}
         self._gemm_kernels: dict = {}
         self._mma_kernels: dict = {}
         self.mma_status = "not tried"
+        self.mma_variant = "x16-2"  # or "x16-4" (128-row tiles), "f32x" (x converted per tile)
         # matrix-vector shape: LANES work-items per row group, WARPS groups, RPT rows per group
         self.gemv_lanes, self.gemv_warps = 32, 4
-        self.gemv_rpt = {1: 4, 2: 4, 4: 2, 8: 2}
+        self.gemv_rpt = {1: 1, 2: 1, 4: 2, 8: 2}
+        self.gemv_unroll = {1: 4, 2: 4, 4: 2, 8: 1}  # U: chunks of 8 columns in flight per row
         self.gemv_vload = False  # f16 rows through vload_half8 rather than 16-byte loads + bit decoding
         self._attention_kernels: dict = {}
+        self._lazies = weakref.WeakSet()  # lazy arrays alive: made contiguous before their source is written
+        self._index_cache: dict = {}
 
     def __repr__(self) -> str:
         return f"OpenCLBackend({self.info.describe()})"
@@ -248,12 +267,34 @@ class OpenCLBackend(Backend):
         return hit
 
     def download(self, x):
+        if x.stride is not None or x.rows is not None:
+            x = self._dense(x)
         out = np.empty(x.shape, dtype=x.dtype)
         if out.size:
             with self._lock:
                 self.cl.enqueue_copy(self.queue, out, x.buf, is_blocking=True)
                 self._pending.clear()  # the in-order queue has run everything before the read
         return out
+
+    def _dense(self, x: DeviceArray) -> DeviceArray:
+        """Make a lazy array contiguous, in place (every holder of it sees the same values)."""
+        t = x.shape[0] if x.shape else 1
+        w = x.size // t if t else 0
+        buf = self._alloc(4 * t * w or 4)
+        if t and w:
+            with self._lock:
+                if x.rows is not None:
+                    self._k_gather(self.queue, (_round_up(w, 64), t), (64, 1), x.buf, x.rows.buf, buf, w, t)
+                else:
+                    self._k_split3(self.queue, (_round_up(w, 64), t), (64, 1), x.buf, buf, buf, buf, x.stride,
+                                   x.offset, w, 0, 0, t)
+        x.buf, x.stride, x.offset, x.rows = buf, None, 0, None
+        self._lazies.discard(x)
+        return x
+
+    def _c(self, x: DeviceArray) -> DeviceArray:
+        """``x`` contiguous (ops that read only contiguous arrays call this on their inputs)."""
+        return x if x.stride is None and x.rows is None else self._dense(x)
 
     def _resident(self, array: np.ndarray):
         mf = self.cl.mem_flags
@@ -282,23 +323,38 @@ class OpenCLBackend(Backend):
 
     # -- shape ---------------------------------------------------------------------------------
     def view(self, x, shape):
-        shape = list(shape)
+        shape = tuple(int(v) for v in shape)
         if -1 in shape:
             i = shape.index(-1)
-            rest = math.prod(s for j, s in enumerate(shape) if j != i)
-            shape[i] = x.size // rest if rest else 0
+            rest = math.prod(shape[:i] + shape[i + 1:])
+            shape = shape[:i] + (x.size // rest if rest else 0,) + shape[i + 1:]
         if math.prod(shape) != x.size:
-            raise BadRequestError(f"view: cannot view {x.shape} as {tuple(shape)}")
-        return DeviceArray(x.buf, tuple(int(v) for v in shape), x.dtype, x.host)
+            raise BadRequestError(f"view: cannot view {x.shape} as {shape}")
+        if (x.stride is not None or x.rows is not None) and (not shape or not x.shape or shape[0] != x.shape[0]):
+            x = self._dense(x)  # a lazy array keeps its form only while its first axis stays
+        y = DeviceArray(x.buf, shape, x.dtype, x.host, x.stride, x.offset, x.rows)
+        if y.stride is not None or y.rows is not None:
+            self._lazies.add(y)
+        return y
 
     def split(self, x, sizes):
         d = x.shape[-1]
         sizes = [int(s) for s in sizes]
         if sum(sizes) != d or min(sizes, default=0) < 0:
             raise BadRequestError(f"split: sizes {sizes} do not add up to the last axis {d}")
+        if x.stride is not None or x.rows is not None:
+            x = self._dense(x)
         t = x.size // d if d else 0
         lead = x.shape[:-1]
-        parts = [self._empty(lead + (s,)) for s in sizes]
+        if len(lead) == 1 and t:  # column views of x: no copy, no launch
+            parts, col = [], 0
+            for s_ in sizes:
+                p = DeviceArray(x.buf, (t, s_), x.dtype, None, d, col)
+                self._lazies.add(p)
+                parts.append(p)
+                col += s_
+            return parts
+        parts = [self._empty(lead + (s_,)) for s_ in sizes]
         if t:
             with self._lock:
                 col = 0
@@ -312,37 +368,60 @@ class OpenCLBackend(Backend):
                     col += span
         return parts
 
-    def _rows(self, rows, n: int, what: str) -> np.ndarray:
+    def _index(self, rows, n: int, what: str) -> DeviceArray:
+        """Host row indices → a device copy, range-checked and cached by content."""
         rows = np.asarray(rows)
+        key = (rows.dtype.char, rows.tobytes(), n)
+        hit = self._index_cache.get(key)
+        if hit is not None:
+            return hit
         if rows.ndim != 1 or rows.dtype.kind not in "iu":
             raise BadRequestError(f"{what}: rows must be a 1-D integer array, got {rows.dtype}{rows.shape}")
-        rows = rows.astype(_I32)
         if rows.size and (rows.min() < -n or rows.max() >= n):
             raise BadRequestError(f"{what}: row index out of range for {n} rows")
-        return np.where(rows < 0, rows + n, rows).astype(_I32)
+        host = np.where(rows < 0, rows + n, rows).astype(_I32)
+        if len(self._index_cache) > 512:
+            self._index_cache.clear()
+        hit = self._index_cache[key] = self.upload(host)
+        return hit
 
     def take_rows(self, x, rows):
         n = x.shape[0]
-        rows = self._rows(rows, n, "take_rows")
-        d = x.size // n if n else 0
-        y = self._empty((len(rows),) + x.shape[1:], x.dtype)
-        if len(rows) and d:
-            r = self._const(rows)
-            with self._lock:
-                self._k_gather(self.queue, (_round_up(d, 64), len(rows)), (64, 1), x.buf, r.buf, y.buf, d, len(rows))
+        idx = self._index(rows, n, "take_rows")
+        shape = (idx.shape[0],) + x.shape[1:]
+        if x.stride is not None or x.rows is not None:
+            x = self._dense(x)
+        if x.dtype is not _F32 or not idx.shape[0]:  # int arrays (and empty picks) are copied now
+            y = self._empty(shape, x.dtype)
+            d = x.size // n if n else 0
+            if idx.shape[0] and d:
+                with self._lock:
+                    self._k_gather(self.queue, (_round_up(d, 64), idx.shape[0]), (64, 1), x.buf, idx.buf, y.buf, d,
+                                   idx.shape[0])
+            return y
+        y = DeviceArray(x.buf, shape, x.dtype, None, None, 0, idx)  # read in place by attention
+        self._lazies.add(y)
         return y
 
     def scatter_rows(self, dst, rows, src, accumulate=False):
         n = dst.shape[0]
-        rows = self._rows(rows, n, "scatter_rows")
+        idx = self._index(rows, n, "scatter_rows")
+        if dst.stride is not None or dst.rows is not None:
+            raise BadRequestError("scatter_rows: the destination must be an array of its own, not a view")
         d = dst.size // n if n else 0
-        if src.size != len(rows) * d:
-            raise BadRequestError(f"scatter_rows: src {src.shape} does not hold {len(rows)} rows of {d}")
-        if len(rows) and d:
-            r = self._const(rows)
+        t = idx.shape[0]
+        if src.size != t * d:
+            raise BadRequestError(f"scatter_rows: src {src.shape} does not hold {t} rows of {d}")
+        for lazy in list(self._lazies):  # whoever still reads dst lazily must read it as it was
+            if lazy.buf is dst.buf:
+                self._dense(lazy)
+        if src.rows is not None:
+            src = self._dense(src)
+        if t and d:
+            stride, off = (src.stride, src.offset) if src.stride is not None else (d, 0)
             with self._lock:
-                self._k_scatter(self.queue, (_round_up(d, 64), len(rows)), (64, 1), dst.buf, r.buf, src.buf, d,
-                                len(rows), int(bool(accumulate)))
+                self._k_scatter(self.queue, (_round_up(d, 64), t), (64, 1), dst.buf, idx.buf, src.buf, d, t,
+                                int(bool(accumulate)), stride, off)
 
     # -- math ----------------------------------------------------------------------------------
     def _gemv(self, code: int, nt: int):
@@ -350,7 +429,8 @@ class OpenCLBackend(Backend):
         k = self._gemv_kernels.get(key)
         if k is None:
             rpt, lanes, warps = self.gemv_rpt[nt], self.gemv_lanes, self.gemv_warps
-            defines = {"GEMV": 1, "WDTYPE": code, "NT": nt, "RPT": rpt, "LANES": lanes, "WARPS": warps}
+            defines = {"GEMV": 1, "WDTYPE": code, "NT": nt, "RPT": rpt, "LANES": lanes, "WARPS": warps,
+                       "U": self.gemv_unroll[nt]}
             if self.gemv_vload:
                 defines["F16_VLOAD"] = 1
             prg = self.rt.program(["linear.cl"], defines)
@@ -368,11 +448,12 @@ class OpenCLBackend(Backend):
         return k
 
     def _mma(self, code: int):
-        """The matrix-unit GEMM for this weight type, or None where it cannot run (checked once
-        against the host on a small product before it is trusted)."""
-        if code in self._mma_kernels:
-            return self._mma_kernels[code]
-        k = None
+        """A launcher of the matrix-unit GEMM for this weight type, or None where it cannot run
+        (each launcher is checked once against the host on a small product before it is trusted)."""
+        key = (code, self.precision, self.mma_variant)
+        if key in self._mma_kernels:
+            return self._mma_kernels[key]
+        run = None
         rt = self.rt
         if code == 0:
             pass
@@ -383,21 +464,43 @@ class OpenCLBackend(Backend):
         else:
             split = int(self.precision == "exact")
             try:
-                prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split})
-                k = rt.kernel(prg, "gemm_mma", [B, B, B, B, _I32, _I32, _I32, _I32, _I32])
-                self.mma_status = self._check_mma(k, code)
+                run = self._mma_launcher(code, split, self.mma_variant)
+                self.mma_status = self._check_mma(run, code)
                 if self.mma_status != "ok":
-                    k = None
+                    run = None
             except BackendUnavailableError as exc:
                 self.mma_status = f"build failed: {exc}"
-        self._mma_kernels[code] = k
-        return k
+        self._mma_kernels[key] = run
+        return run
 
-    def _check_mma(self, k, code: int) -> str:
+    def _mma_launcher(self, code: int, split: int, variant: str):
+        rt, q, i = self.rt, self.queue, _I32
+        if variant == "f32x":  # x converted as each tile is staged
+            prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split})
+            k = rt.kernel(prg, "gemm_mma", [B, B, B, B, i, i, i, i, i])
+
+            def run(x, w, b, y, t, n_in, n_out, has_bias, act):
+                k(q, (-(-n_out // 128) * 128, -(-t // 64)), (128, 1), w, x, b, y, t, n_in, n_out, has_bias, act)
+            return run
+        wm = int(variant[-1])  # "x16-2": 16-bit x made once, WM = 2 warps along M
+        prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split, "WM": wm})
+        conv = rt.kernel(prg, "to16", [B, B, B, i])
+        k = rt.kernel(prg, "gemm_mma16", [B, B, B, B, B, i, i, i, i, i])
+        alloc, nt, bm = self._alloc, 64 * wm, 32 * wm
+
+        def run(x, w, b, y, t, n_in, n_out, has_bias, act):
+            n2 = t * n_in // 2
+            hi = alloc(4 * n2)
+            lo = alloc(4 * n2) if split else hi
+            conv(q, (_round_up(n2, 256),), (256,), x, hi, lo, n2)
+            k(q, (-(-n_out // 128) * nt, -(-t // bm)), (nt, 1), w, hi, lo, b, y, t, n_in, n_out, has_bias, act)
+        return run
+
+    def _check_mma(self, run, code: int) -> str:
         from gllm_core.weights import bf16_to_f32, f32_to_bf16
 
         rng = np.random.default_rng(0)
-        t, n_in, n_out = 70, 96, 130
+        t, n_in, n_out = 150, 96, 260
         x = rng.standard_normal((t, n_in)).astype(_F32)
         w32 = rng.standard_normal((n_out, n_in)).astype(_F32)
         w = w32.astype(np.float16) if code == 1 else f32_to_bf16(w32)
@@ -406,13 +509,14 @@ class OpenCLBackend(Backend):
         xb, wb = self.upload(x), self._resident(w)
         y = self._empty((t, n_out))
         with self._lock:
-            k(self.queue, (_round_up(n_out, 128), -(-t // 64)), (128, 1), wb, xb.buf, y.buf, y.buf, t, n_in, n_out, 0, 0)
+            run(xb.buf, wb, y.buf, y.buf, t, n_in, n_out, 0, 0)
         got = self.download(y)
         tol = 1e-4 if self.precision == "exact" else 3e-2
         err = float(np.max(np.abs(got - expected) / (1 + np.abs(expected))))
         return "ok" if err < tol else f"self-check failed (error {err:.2g})"
 
     def linear(self, x, w: DeviceMatrix, bias=None, activation=None):
+        x = self._c(x)
         n_out, n_in = w.shape
         if x.shape[-1] != n_in:
             raise BadRequestError(f"linear: input {x.shape} does not match {w.name} of shape {w.shape}")
@@ -429,9 +533,8 @@ class OpenCLBackend(Backend):
                 groups = -(-n_out // (warps * rpt))
                 k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, x.buf, b, y.buf, t, n_in, n_out,
                   int(bias is not None), act)
-            elif w.code and n_in % 32 == 0 and self._mma(w.code) is not None:
-                self._mma_kernels[w.code](self.queue, (-(-n_out // 128) * 128, -(-t // 64)), (128, 1), w.buf, x.buf,
-                                          b, y.buf, t, n_in, n_out, int(bias is not None), act)
+            elif w.code and n_in % 32 == 0 and (mma := self._mma(w.code)) is not None:
+                mma(x.buf, w.buf, b, y.buf, t, n_in, n_out, int(bias is not None), act)
             else:
                 k, bm, bn = self._gemm(w.code)
                 k(self.queue, (-(-n_out // bn) * 16, -(-t // bm) * 16), (16, 16), w.buf, x.buf, b, y.buf, t, n_in,
@@ -439,6 +542,7 @@ class OpenCLBackend(Backend):
         return y
 
     def embedding(self, table: DeviceMatrix, ids):
+        ids = self._c(ids)
         v, d = table.shape
         if ids.host is not None and ids.host.size and (ids.host.min() < 0 or ids.host.max() >= v):
             raise BadRequestError(f"embedding: token id out of range for {table.name} of {v} rows")
@@ -451,6 +555,7 @@ class OpenCLBackend(Backend):
         return y
 
     def _binary(self, kernel, a, b, what):
+        a, b = self._c(a), self._c(b)
         n = a.size
         if b.size == n:
             mode, d = 0, 1
@@ -473,6 +578,7 @@ class OpenCLBackend(Backend):
         return self._binary(self._k_mul, a, b, "mul")
 
     def activation(self, x, kind):
+        x = self._c(x)
         if kind not in ACT_CODES or kind is None:
             raise BadRequestError(f"activation: unknown kind {kind!r}")
         y = self._empty(x.shape)
@@ -485,14 +591,23 @@ class OpenCLBackend(Backend):
     def silu_mul(self, gate, up):
         if gate.shape != up.shape:
             raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
+        if gate.rows is not None or (gate.stride is not None and gate.ndim != 2):
+            gate = self._dense(gate)
+        if up.rows is not None or (up.stride is not None and up.ndim != 2):
+            up = self._dense(up)
         y = self._empty(gate.shape)
         n = gate.size
         if n:
+            d = gate.shape[-1]
+            gs, go = (gate.stride, gate.offset) if gate.stride is not None else (d, 0)
+            us, uo = (up.stride, up.offset) if up.stride is not None else (d, 0)
             with self._lock:
-                self._k_silu_mul(self.queue, (_round_up(n, 256),), (256,), gate.buf, up.buf, y.buf, n)
+                self._k_silu_mul(self.queue, (_round_up(n, 256),), (256,), gate.buf, up.buf, y.buf, n, d, gs, go, us, uo)
         return y
 
     def layer_norm(self, x, weight, bias, eps, residual=None):
+        x = self._c(x)
+        residual = None if residual is None else self._c(residual)
         d = x.shape[-1]
         rows = x.size // d if d else 0
         y = self._empty(x.shape)
@@ -505,6 +620,7 @@ class OpenCLBackend(Backend):
         return y
 
     def rms_norm(self, x, weight, eps):
+        x = self._c(x)
         d = x.shape[-1]
         rows = x.size // d if d else 0
         y = self._empty(x.shape)
@@ -515,6 +631,7 @@ class OpenCLBackend(Backend):
         return y
 
     def add_rms_norm(self, x, residual, weight, eps):
+        x, residual = self._c(x), self._c(residual)
         d = x.shape[-1]
         rows = x.size // d if d else 0
         y, h = self._empty(x.shape), self._empty(x.shape)
@@ -527,18 +644,21 @@ class OpenCLBackend(Backend):
     def rope(self, x, positions, inv_freq, style="neox", scale=1.0):
         if style not in ("neox", "interleaved"):
             raise BadRequestError(f"rope: unknown style {style!r} (neox or interleaved)")
+        if x.rows is not None:
+            x = self._dense(x)
         t, h, d = x.shape
         inv = np.ascontiguousarray(inv_freq, dtype=_F32)
         pos = np.ascontiguousarray(positions, dtype=_I32)
         if pos.shape != (t,) or 2 * inv.shape[0] > d:
             raise BadRequestError(f"rope: positions {pos.shape} / inv_freq {inv.shape} do not fit x {x.shape}")
         y = self._empty(x.shape)
-        n = x.size
+        n = t * h * d
         if n:
             p, f = self._const(pos), self._const(inv)
+            stride, off = (x.stride, x.offset) if x.stride is not None else (h * d, 0)
             with self._lock:
                 self._k_rope(self.queue, (_round_up(n, 256),), (256,), x.buf, y.buf, p.buf, f.buf, d, inv.shape[0],
-                             float(scale), int(style == "interleaved"), h * d, n)
+                             float(scale), int(style == "interleaved"), h * d, n, stride, off)
         return y
 
     def _attention_kernel(self, d: int, dv: int, bq: int):
@@ -559,7 +679,8 @@ class OpenCLBackend(Backend):
                 bk = nt // bq
             prg = self.rt.program(["attention.cl"], {"D": d, "DV": dv, "BQ": bq, "BK": bk, "NT": nt})
             i = _I32
-            attn = self.rt.kernel(prg, "attention", [B, B, B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i])
+            attn = self.rt.kernel(prg, "attention", [B, B, B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i,
+                                                     i, i, i, i, i, i, B, i])
             merge = self.rt.kernel(prg, "attention_merge", [B, B, B, i, i])
             hit = self._attention_kernels[key] = (attn, merge, bq, bk, nt)
         return hit
@@ -577,6 +698,15 @@ class OpenCLBackend(Backend):
         if cu_q.shape != cu_k.shape or cu_q[-1] != tq or cu_k[-1] != tk:
             raise BadRequestError(f"attention: cu_seqlens {cu_q.tolist()} / {cu_k.tolist()} do not describe "
                                   f"{tq} queries and {tk} keys")
+        # keys and values gathered from the KV cache by the same rows are read in place
+        if q.rows is not None:
+            q = self._dense(q)
+        rows = k.rows if (k.rows is not None and v.rows is k.rows) else None
+        if rows is None:
+            if k.rows is not None:
+                k = self._dense(k)
+            if v.rows is not None:
+                v = self._dense(v)
         out = self._empty((tq, hq, dv))
         if tq == 0:
             return out
@@ -585,8 +715,8 @@ class OpenCLBackend(Backend):
         lk = np.diff(cu_k)
         rows_max = int(lq.max()) * group
         attn, merge, bq, bk, nt = self._attention_kernel(d, dv, 8 if rows_max <= 8 else 32)
-        blocks = [(b, r0) for b in range(len(lq)) for r0 in range(0, int(lq[b]) * group, bq)]
-        blocks = np.asarray(blocks, dtype=_I32).reshape(-1)
+        blocks = np.asarray([(b, r0) for b in range(len(lq)) for r0 in range(0, int(lq[b]) * group, bq)],
+                            dtype=_I32).reshape(-1)
         nblocks = len(blocks) // 2
         span = int(lk.max()) if len(lk) else 0
         nsplit = 1
@@ -595,21 +725,26 @@ class OpenCLBackend(Backend):
         split_len = _round_up(-(-span // nsplit), bk) if span else bk
         nsplit = max(1, -(-span // split_len))
         bl, cq, ck = self._const(blocks), self._const(cu_q), self._const(cu_k)
+        qs, qo = (q.stride, q.offset) if q.stride is not None else (hq * d, 0)
+        ks, ko = (k.stride, k.offset) if k.stride is not None else (hkv * d, 0)
+        vs, vo = (v.stride, v.offset) if v.stride is not None else (hkv * dv, 0)
+        rbuf = rows.buf if rows is not None else cq.buf
+        tail = (split_len, tq, qs, qo, ks, ko, vs, vo, rbuf, int(rows is not None))
         with self._lock:
             if nsplit == 1:
                 attn(self.queue, (nblocks * nt, hkv, 1), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, out.buf, out.buf,
-                     bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq, hkv,
-                     split_len, tq)
+                     bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq, hkv, *tail)
             else:
                 part_o = self._alloc(4 * nsplit * tq * hq * dv)
                 part_ml = self._alloc(8 * nsplit * tq * hq)
                 attn(self.queue, (nblocks * nt, hkv, nsplit), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, part_o,
                      part_ml, bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq,
-                     hkv, split_len, tq)
+                     hkv, *tail)
                 merge(self.queue, (_round_up(dv, 32), tq * hq), (32, 1), part_o, part_ml, out.buf, tq * hq, nsplit)
         return out
 
     def softmax(self, x):
+        x = self._c(x)
         d = x.shape[-1]
         rows = x.size // d if d else 0
         y = self._empty(x.shape)

@@ -43,6 +43,10 @@ def _linear_both(t, n_in, n_out, dtype, act, seed=0):
     (2, 264, 9, "bf16"),  # decode path, vector loads, a partial row group
     (4, 136, 77, "f32"),
     (8, 128, 1000, "f16"),
+    (1, 1096, 19, "f16"),  # long rows: the unrolled loop and its remainder
+    (2, 2056, 5, "bf16"),
+    (3, 1032, 7, "f32"),
+    (6, 1552, 33, "f16"),
 ])
 def test_linear_shapes(t, n_in, n_out, dtype):
     expected, actual = _linear_both(t, n_in, n_out, dtype, "silu")
@@ -69,3 +73,32 @@ def test_arrays_stay_on_the_device_between_ops(backend):
     y = backend.add(backend.view(x, (3, 4)), x)
     assert type(y).__name__ == "DeviceArray" and y.shape == (3, 4)
     np.testing.assert_array_equal(backend.download(y), 2 * np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+def test_lazy_views_read_in_place_match_copies(backend):
+    # split gives column views and take_rows row gathers; ops read them in place or copy them first
+    ref = NumpyBackend()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 24)).astype(np.float32)
+    pool = rng.standard_normal((9, 8)).astype(np.float32)
+    rows = np.array([4, 0, 7, 7, 2], np.int32)
+    inv = (1.0 / 10000 ** (np.arange(0, 4, 2, dtype=np.float32) / 4)).astype(np.float32)
+    pos = np.arange(3, 8, dtype=np.int32)
+
+    def run(b):
+        q, k, v = b.split(b.upload(x), (8, 8, 8))
+        out = [b.rope(b.view(q, (5, 2, 4)), pos, inv), b.silu_mul(k, v), b.add(k, v), b.view(v, (40,))]
+        dst = b.upload(pool)
+        keys = b.take_rows(dst, rows)
+        vals = b.take_rows(dst, rows)
+        cu = np.array([0, 2, 5], np.int32)
+        out.append(b.attention(b.view(q, (5, 2, 4)), b.view(keys, (5, 2, 4)), b.view(vals, (5, 2, 4)), cu, cu, 0.5,
+                               True))
+        b.scatter_rows(dst, np.array([4, 1], np.int32), b.take_rows(b.upload(x[:, :8]), np.array([1, 3])))
+        out.append(keys)  # written after it was gathered: must hold the old rows
+        b.scatter_rows(dst, np.array([0], np.int32), b.split(b.upload(x[:1]), (8, 16))[0])  # a column view as src
+        out.append(dst)
+        return [b.download(o) for o in out]
+
+    for got, want in zip(run(backend), run(ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

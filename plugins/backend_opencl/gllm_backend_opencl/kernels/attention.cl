@@ -18,7 +18,9 @@ void attention(__global const float* restrict q, __global const float* restrict 
                __global const int* restrict blocks, __global const int* restrict cu_q,
                __global const int* restrict cu_k, const float scale, const int causal,
                const int window, const int group, const int hq, const int hkv,
-               const int split_len, const int tq) {
+               const int split_len, const int tq, const int q_stride, const int q_off,
+               const int k_stride, const int k_off, const int v_stride, const int v_off,
+               __global const int* restrict kv_rows, const int use_rows) {
     __local float qs[BQ][D + 1];
     __local float ks[BK][D + 1];
     __local float vs[BK][DV];
@@ -36,7 +38,7 @@ void attention(__global const float* restrict q, __global const float* restrict 
         float val = 0.0f;
         if (row < nrows) {
             int i = row / group, h = kvh * group + row % group;
-            val = q[((size_t)(q0 + i) * hq + h) * D + c] * scale;
+            val = q[(size_t)(q0 + i) * q_stride + q_off + h * D + c] * scale;
         }
         qs[r][c] = val;
     }
@@ -57,13 +59,24 @@ void attention(__global const float* restrict q, __global const float* restrict 
 
     for (int kb = s_beg; kb < s_end; kb += BK) {
         barrier(CLK_LOCAL_MEM_FENCE);
+        // key rows come straight from the KV cache when kv_rows maps them (no gathered copy)
         for (int e = tid; e < BK * D; e += NT) {
             int j = e / D, c = e % D;
-            ks[j][c] = kb + j < s_end ? k[((size_t)(k0 + kb + j) * hkv + kvh) * D + c] : 0.0f;
+            float val = 0.0f;
+            if (kb + j < s_end) {
+                int row = use_rows ? kv_rows[k0 + kb + j] : k0 + kb + j;
+                val = k[(size_t)row * k_stride + k_off + kvh * D + c];
+            }
+            ks[j][c] = val;
         }
         for (int e = tid; e < BK * DV; e += NT) {
             int j = e / DV, c = e % DV;
-            vs[j][c] = kb + j < s_end ? v[((size_t)(k0 + kb + j) * hkv + kvh) * DV + c] : 0.0f;
+            float val = 0.0f;
+            if (kb + j < s_end) {
+                int row = use_rows ? kv_rows[k0 + kb + j] : k0 + kb + j;
+                val = v[(size_t)row * v_stride + v_off + kvh * DV + c];
+            }
+            vs[j][c] = val;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         float s[SPT];

@@ -28,9 +28,13 @@ __kernel void activation(__global const float* x, __global float* y, const int n
     if (i < n) y[i] = apply_act(x[i], act);
 }
 
-__kernel void silu_mul(__global const float* g, __global const float* u, __global float* y, const int n) {
+// gate and up may be column views of one [t, stride] array (the fused gate/up projection)
+__kernel void silu_mul(__global const float* g, __global const float* u, __global float* y, const int n,
+                       const int d, const int g_stride, const int g_off, const int u_stride, const int u_off) {
     int i = get_global_id(0);
-    if (i < n) y[i] = silu(g[i]) * u[i];
+    if (i >= n) return;
+    int t = i / d, c = i % d;
+    y[i] = silu(g[(size_t)t * g_stride + g_off + c]) * u[(size_t)t * u_stride + u_off + c];
 }
 
 // rows of a [n_rows, d] array (32-bit elements of any type) picked by rows[t]
@@ -41,11 +45,12 @@ __kernel void gather_rows(__global const uint* x, __global const int* rows, __gl
 }
 
 __kernel void scatter_rows(__global float* dst, __global const int* rows, __global const float* src,
-                           const int d, const int t_count, const int accumulate) {
+                           const int d, const int t_count, const int accumulate, const int src_stride,
+                           const int src_off) {
     int c = get_global_id(0), t = get_global_id(1);
     if (c >= d || t >= t_count) return;
     size_t o = (size_t)rows[t] * d + c;
-    float v = src[(size_t)t * d + c];
+    float v = src[(size_t)t * src_stride + src_off + c];
     dst[o] = accumulate ? dst[o] + v : v;
 }
 
@@ -150,11 +155,13 @@ void softmax(__global const float* x, __global float* y, const int d) {
 // pass through. Angles are positions * inv_freq in float32, as the reference computes them.
 __kernel void rope(__global const float* x, __global float* y, __global const int* pos,
                    __global const float* inv_freq, const int d, const int half_rot,
-                   const float scale, const int interleaved, const int hd, const int n) {
+                   const float scale, const int interleaved, const int hd, const int n,
+                   const int x_stride, const int x_off) {
     int i = get_global_id(0);
     if (i >= n) return;
     int c = i % d;
     int t = i / hd;
+    x += (size_t)t * x_stride + x_off - (size_t)t * hd;  // x may be a column view: rows x_stride apart
     float v = x[i];
     if (c < 2 * half_rot) {
         int f, partner;

@@ -18,7 +18,31 @@ void gemv(__global const wtype* restrict w, __global const float* restrict x,
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
     if ((n_in & 7) == 0) {
-        for (int k = lane * 8; k < n_in; k += LANES * 8) {
+        int k = lane * 8;
+#if U > 1
+        // U chunks per row in flight before any is used: more bytes outstanding per work-item
+        for (; k + (U - 1) * LANES * 8 < n_in; k += U * LANES * 8) {
+            float8 wv[RPT][U];
+#pragma unroll
+            for (int r = 0; r < RPT; r++)
+#pragma unroll
+                for (int u = 0; u < U; u++)
+                    wv[r][u] = o0 + r < n_out ? loadw8(w + (size_t)(o0 + r) * n_in + k + u * LANES * 8) : (float8)(0.0f);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    if (t < T) {
+                        __global const float4* xp = (__global const float4*)(x + (size_t)t * n_in + k + u * LANES * 8);
+                        float8 xv = (float8)(xp[0], xp[1]);
+#pragma unroll
+                        for (int r = 0; r < RPT; r++) acc[r][t] += dot8(wv[r][u], xv);
+                    }
+                }
+            }
+        }
+#endif
+        for (; k < n_in; k += LANES * 8) {
             float8 xv[NT];
 #pragma unroll
             for (int t = 0; t < NT; t++) {

@@ -28,7 +28,11 @@ inline float widen16(uint h) { return as_float(h << 16); }
 #define F16_MAX 65504.0f
 inline uint pack2(float a, float b) {  // saturating: beyond the f16 range stays finite
     uint r;
+#ifdef NO_PTX  // compile check on devices without PTX (syntax only)
+    r = as_uint(a) ^ as_uint(b);
+#else
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(clamp(b, -F16_MAX, F16_MAX)), "f"(clamp(a, -F16_MAX, F16_MAX)));
+#endif
     return r;
 }
 inline float widen16(uint h) { return f16_bits(h); }
@@ -39,10 +43,14 @@ inline uint pack2_lo(float a, float b) {  // what rounding to 16 bits left out o
 }
 
 inline void mma16816(float* c, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1) {
+#ifdef NO_PTX
+    c[0] += as_float(a0 ^ b0); c[1] += as_float(a1 ^ b1); c[2] += as_float(a2); c[3] += as_float(a3);
+#else
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE ".f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 
 __kernel __attribute__((reqd_work_group_size(128, 1, 1)))
@@ -158,3 +166,132 @@ void gemm_mma(__global const ushort* restrict w, __global const float* restrict 
         }
     }
 }
+
+
+// x [T, n_in] float32 -> 16-bit hi (and, with SPLIT_X, lo) copies, once per linear: the GEMM
+// below then reads both operands as 16-bit and converts nothing in its loop.
+__kernel void to16(__global const float* restrict x, __global uint* restrict hi, __global uint* restrict lo,
+                   const int n2) {
+    int i = get_global_id(0);
+    if (i >= n2) return;
+    float2 v = vload2(i, x);
+    hi[i] = pack2(v.x, v.y);
+#if SPLIT_X
+    lo[i] = pack2_lo(v.x, v.y);
+#endif
+}
+
+#ifdef WM
+// The same product from 16-bit x: WM x 2 warps, each 32 x 64 of y; BM = 32 WM, BN = 128, BK = 32.
+#define BM2 (32 * WM)
+#define NT2 (64 * WM)
+__kernel __attribute__((reqd_work_group_size(NT2, 1, 1)))
+void gemm_mma16(__global const ushort* restrict w, __global const ushort* restrict xh,
+                __global const ushort* restrict xl, __global const float* restrict bias,
+                __global float* restrict y, const int T, const int n_in, const int n_out,
+                const int has_bias, const int act) {
+    __local uint as[BM2 * LDS / 2];
+#if SPLIT_X
+    __local uint al[BM2 * LDS / 2];
+#endif
+    __local uint bs[BN * LDS / 2];
+    const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 1, wn = warp & 1;
+    const int g = lane >> 2, tg = lane & 3;
+    const int n0 = get_group_id(0) * BN, m0 = get_group_id(1) * BM2;
+
+    float acc[2][8][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+    // per k step: x tile BM2 x 32 halves = 4 BM2 uint4 (2 per item), W tile 128 x 32 = 512 uint4
+#define NB (512 / NT2)
+    uint4 xr[2], xlr[2], wr[NB];
+#define LOAD16(k0)                                                                               \
+    for (int i = 0; i < 2; i++) {                                                                \
+        int e = tid + NT2 * i, row = e >> 2, c8 = (e & 3) * 8, gm = m0 + row;                    \
+        size_t off = (size_t)gm * n_in + (k0) + c8;                                              \
+        xr[i] = gm < T ? *(__global const uint4*)(xh + off) : (uint4)(0u);                       \
+        LOADLO                                                                                   \
+    }                                                                                            \
+    for (int i = 0; i < NB; i++) {                                                               \
+        int e = tid + NT2 * i, rown = e >> 2, c8 = (e & 3) * 8, gn = n0 + rown;                  \
+        wr[i] = gn < n_out ? *(__global const uint4*)(w + (size_t)gn * n_in + (k0) + c8) : (uint4)(0u); \
+    }
+#define STORE16()                                                                                \
+    for (int i = 0; i < 2; i++) {                                                                \
+        int e = tid + NT2 * i, row = e >> 2, c8 = (e & 3) * 8;                                   \
+        __local uint* p = as + (row * LDS + c8) / 2;                                             \
+        p[0] = xr[i].x; p[1] = xr[i].y; p[2] = xr[i].z; p[3] = xr[i].w;                          \
+        STORELO                                                                                  \
+    }                                                                                            \
+    for (int i = 0; i < NB; i++) {                                                               \
+        int e = tid + NT2 * i, rown = e >> 2, c8 = (e & 3) * 8;                                  \
+        __local uint* q = bs + (rown * LDS + c8) / 2;                                            \
+        q[0] = wr[i].x; q[1] = wr[i].y; q[2] = wr[i].z; q[3] = wr[i].w;                          \
+    }
+#if SPLIT_X
+#define LOADLO xlr[i] = gm < T ? *(__global const uint4*)(xl + off) : (uint4)(0u);
+#define STORELO { __local uint* pl = al + (row * LDS + c8) / 2;                                  \
+                  pl[0] = xlr[i].x; pl[1] = xlr[i].y; pl[2] = xlr[i].z; pl[3] = xlr[i].w; }
+#else
+#define LOADLO
+#define STORELO
+#endif
+
+    LOAD16(0)
+    for (int k0 = 0; k0 < n_in; k0 += BK) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        STORE16()
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (k0 + BK < n_in) { LOAD16(k0 + BK) }
+#pragma unroll
+        for (int ks = 0; ks < BK; ks += 16) {
+            uint b[8][2];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                int n = wn * 64 + j * 8 + g;
+                b[j][0] = bs[(n * LDS + ks + tg * 2) / 2];
+                b[j][1] = bs[(n * LDS + ks + tg * 2 + 8) / 2];
+            }
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int r = wm * 32 + i * 16 + g;
+                uint a0 = as[(r * LDS + ks + tg * 2) / 2], a1 = as[((r + 8) * LDS + ks + tg * 2) / 2];
+                uint a2 = as[(r * LDS + ks + tg * 2 + 8) / 2], a3 = as[((r + 8) * LDS + ks + tg * 2 + 8) / 2];
+#pragma unroll
+                for (int j = 0; j < 8; j++) mma16816(acc[i][j], a0, a1, a2, a3, b[j][0], b[j][1]);
+#if SPLIT_X
+                a0 = al[(r * LDS + ks + tg * 2) / 2]; a1 = al[((r + 8) * LDS + ks + tg * 2) / 2];
+                a2 = al[(r * LDS + ks + tg * 2 + 8) / 2]; a3 = al[((r + 8) * LDS + ks + tg * 2 + 8) / 2];
+#pragma unroll
+                for (int j = 0; j < 8; j++) mma16816(acc[i][j], a0, a1, a2, a3, b[j][0], b[j][1]);
+#endif
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int n = n0 + wn * 64 + j * 8 + tg * 2;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int m = m0 + wm * 32 + i * 16 + g + h * 8;
+                if (m >= T) continue;
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    if (n + c < n_out) {
+                        float v = acc[i][j][2 * h + c] + (has_bias ? bias[n + c] : 0.0f);
+                        y[(size_t)m * n_out + n + c] = apply_act(v, act);
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
