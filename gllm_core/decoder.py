@@ -39,6 +39,7 @@ class DecoderOptions:
     moe_layers: frozenset[int] = frozenset()  # layers whose MLP is a mixture of experts
     num_experts: int = 0
     num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0  # each expert's gate/up rows (0: not checked)
     norm_topk_prob: bool = False
 
 
@@ -224,7 +225,7 @@ def build_decoder(config, weights, backend, options: DecoderOptions = DecoderOpt
         a = lp + "self_attn."
         attention = Attention(
             backend, i,
-            q=get(a + "q_proj.weight"), k=get(a + "k_proj.weight"), v=get(a + "v_proj.weight"),
+            q=_columns(get(a + "q_proj.weight"), hidden), k=get(a + "k_proj.weight"), v=get(a + "v_proj.weight"),
             o=get(a + "o_proj.weight"),
             q_bias=maybe(a + "q_proj.bias", qkv_bias), k_bias=maybe(a + "k_proj.bias", qkv_bias),
             v_bias=maybe(a + "v_proj.bias", qkv_bias), o_bias=maybe(a + "o_proj.bias", options.attention_bias),
@@ -233,10 +234,12 @@ def build_decoder(config, weights, backend, options: DecoderOptions = DecoderOpt
             head_dim=config.head_dim, rotary=rotary, norm_eps=eps, window=windows[i])
         m = lp + "mlp."
         if i in options.moe_layers:
-            experts = [_gated_mlp(backend, get, f"{m}experts.{e}.", False) for e in range(options.num_experts)]
-            mlp = MoE(backend, get(m + "gate.weight"), experts, options.num_experts_per_tok, options.norm_topk_prob)
+            experts = [_gated_mlp(backend, get, f"{m}experts.{e}.", False, hidden, options.moe_intermediate_size)
+                       for e in range(options.num_experts)]
+            router = expect_shape(get(m + "gate.weight"), (options.num_experts, hidden), "MoE router")
+            mlp = MoE(backend, router, experts, options.num_experts_per_tok, options.norm_topk_prob)
         else:
-            mlp = _gated_mlp(backend, get, m, options.mlp_bias)
+            mlp = _gated_mlp(backend, get, m, options.mlp_bias, hidden, config.intermediate_size)
         layers.append(DecoderLayer(
             RMSNorm(backend, _norm(get, lp + "input_layernorm.weight", hidden), eps), attention,
             RMSNorm(backend, _norm(get, lp + "post_attention_layernorm.weight", hidden), eps), mlp))
@@ -271,6 +274,10 @@ def _typed_getter(weights):
     return get
 
 
+def _columns(w, hidden: int):
+    return expect_shape(w, (w.rows, hidden), f"projection from the hidden size {hidden}")
+
+
 def _norm(get, name: str, size: int):
     w = get(name)
     if w.shape != (size,):
@@ -278,9 +285,11 @@ def _norm(get, name: str, size: int):
     return w
 
 
-def _gated_mlp(backend, get, m: str, bias: bool) -> GatedMLP:
+def _gated_mlp(backend, get, m: str, bias: bool, hidden: int, intermediate: int) -> GatedMLP:
     def b(name):
         return get(name) if bias else None
 
-    return GatedMLP(backend, get(m + "gate_proj.weight"), get(m + "up_proj.weight"), get(m + "down_proj.weight"),
+    gate = get(m + "gate_proj.weight")
+    expect_shape(gate, (intermediate or gate.rows, hidden), "MLP gate projection")
+    return GatedMLP(backend, gate, get(m + "up_proj.weight"), get(m + "down_proj.weight"),
                     b(m + "gate_proj.bias"), b(m + "up_proj.bias"), b(m + "down_proj.bias"))

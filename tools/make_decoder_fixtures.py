@@ -158,17 +158,20 @@ def perturb_(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(0.5 * torch.randn(p.shape, generator=gen))
             elif name == "lm_head.weight":
                 p.copy_(0.5 * torch.randn(p.shape, generator=gen))
-            elif p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
+            elif p.ndim in (2, 3):  # [out, in], or [experts, out, in] (transformers' fused experts)
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
             else:
                 raise AssertionError(f"unhandled parameter {name}")
 
 
-def to_legacy_rope(d: Path) -> None:
-    """Rewrite config.json's transformers-5 ``rope_parameters`` as released checkpoints write it:
+def to_released_layout(d: Path) -> None:
+    """Rewrite config.json from transformers 5's layout to the one released checkpoints carry:
     ``rope_theta`` at top level and ``rope_scaling`` (null, or with the old "type" key for linear
-    and dynamic)."""
+    and dynamic) instead of ``rope_parameters``; Qwen3-MoE's ``num_experts`` instead of
+    ``num_local_experts``."""
     cfg = json.loads((d / "config.json").read_text())
+    if "num_local_experts" in cfg and cfg.get("model_type") == "qwen3_moe":
+        cfg["num_experts"] = cfg.pop("num_local_experts")
     rope = dict(cfg.pop("rope_parameters"))
     cfg["rope_theta"] = rope.pop("rope_theta")
     kind = rope.pop("rope_type")
@@ -268,7 +271,7 @@ def write_fixture(out: Path, name: str, model, cls, tok, with_bos: bool, legacy:
         m = m.to(dtype)
     m.save_pretrained(str(d), safe_serialization=True)
     if legacy:
-        to_legacy_rope(d)
+        to_released_layout(d)
     write_tokenizer(d, tok, with_bos, model.config.max_position_embeddings)
     hf_tok = PreTrainedTokenizerFast.from_pretrained(str(d))
     ref = references(cls, d, hf_tok)
@@ -326,7 +329,7 @@ def qwen_specs():
 
     def moe(**kw):
         base = {**common, "num_hidden_layers": 3, "head_dim": 16, "tie_word_embeddings": False, "num_experts": 8,
-                "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+                "num_experts_per_tok": 2, "moe_intermediate_size": 16}
         return Qwen3MoeConfig(**{**base, **kw})
 
     return [

@@ -87,7 +87,7 @@ def test_cached_decode_equals_recompute(name, backend):
     ref = _ref(name)
     # tiny-llama-dynamic stops at its 32 positions: past them dynamic NTK changes the frequencies
     # with the length, so (in transformers too) cached keys differ from recomputed ones
-    prompts = [2] if name == "tiny-llama-dynamic" else [0, 2, 3]
+    prompts = [2] if name == "tiny-llama-dynamic" else [0, 3]
     for i in prompts:
         check_cache_matches_recompute(model.model, _prompt(ref, i), steps=8)
         check_chunked_prefill(model.model, _prompt(ref, i), chunks=[5, 1, 7])
@@ -95,7 +95,7 @@ def test_cached_decode_equals_recompute(name, backend):
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-llama3", "tiny-llama-dynamic"])
-@pytest.mark.parametrize("block_size", [1, 8, 256])
+@pytest.mark.parametrize("block_size", [1, 256])
 def test_batch_of_prompts_generates_what_each_generates_alone(name, block_size, backend):
     model = _load(name, backend)
     model.model.set_kv_block_size(block_size)
