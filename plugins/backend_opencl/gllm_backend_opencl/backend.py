@@ -42,20 +42,18 @@ class DeviceArray:
     ``buf``; what ``take_rows`` returns). Ops that cannot read them make them contiguous first,
     in place (``OpenCLBackend._dense``)."""
 
-    __slots__ = ("buf", "shape", "dtype", "host", "stride", "offset", "rows", "__weakref__")
+    __slots__ = ("buf", "shape", "size", "dtype", "host", "kind", "stride", "offset", "rows", "__weakref__")
 
-    def __init__(self, buf, shape: tuple, dtype=_F32, host=None, stride=None, offset=0, rows=None):
+    def __init__(self, buf, shape: tuple, dtype=_F32, host=None, stride=None, offset=0, rows=None, size=None):
         self.buf = buf
         self.shape = shape
+        self.size = math.prod(shape) if size is None else size
         self.dtype = dtype
         self.host = host
         self.stride = stride
         self.offset = offset
         self.rows = rows
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
+        self.kind = 1 if stride is not None else 2 if rows is not None else 0  # contiguous, column view, row gather
 
     @property
     def ndim(self) -> int:
@@ -63,19 +61,20 @@ class DeviceArray:
 
     @property
     def lazy(self) -> bool:
-        return self.stride is not None or self.rows is not None
+        return self.kind != 0
 
     def __repr__(self) -> str:
-        form = " column view" if self.stride is not None else " row gather" if self.rows is not None else ""
+        form = ("", " column view", " row gather")[self.kind]
         return f"DeviceArray(shape={self.shape}, dtype={self.dtype}{form})"
 
 
 class DeviceMatrix:
     """A prepared weight matrix: its stored bits on the device and the kernels that read them."""
 
-    __slots__ = ("buf", "shape", "dtype", "code", "name")
+    __slots__ = ("buf", "shape", "dtype", "code", "name", "launch")
 
     def __init__(self, buf, shape, dtype: str, name: str):
+        self.launch: dict = {}  # rows of x -> (GEMV kernel, global size, local size)
         self.buf = buf
         self.shape = tuple(shape)
         self.dtype = dtype
@@ -165,6 +164,12 @@ B = None  # a buffer argument in scalar_types lists
 
 
 PRECISIONS = ("exact", "fast")
+# matrix-unit GEMM tile shapes: warps along M and N, mma tiles per warp along M (16 rows) and N
+# (8 columns), k step
+MMA_VARIANTS = {
+    "x16-2": (2, 2, 2, 8, 32), "x16-4": (4, 2, 2, 8, 32), "x16-4k64": (4, 2, 2, 8, 64),
+    "x16-w64": (2, 2, 4, 8, 32), "x16-w64k64": (2, 2, 4, 8, 64), "x16-8x1": (2, 4, 4, 4, 32),
+}
 
 
 class OpenCLBackend(Backend):
@@ -217,23 +222,26 @@ class OpenCLBackend(Backend):
         self._gemm_kernels: dict = {}
         self._mma_kernels: dict = {}
         self.mma_status = "not tried"
-        self.mma_variant = "x16-2"  # or "x16-4" (128-row tiles), "f32x" (x converted per tile)
+        self.mma_variant = "x16-4"  # or "x16-2" (64-row tiles), "f32x" (x converted per tile)
         # matrix-vector shape: LANES work-items per row group, WARPS groups, RPT rows per group
         self.gemv_lanes, self.gemv_warps = 32, 4
         self.gemv_rpt = {1: 1, 2: 1, 4: 2, 8: 2}
-        self.gemv_unroll = {1: 4, 2: 4, 4: 2, 8: 1}  # U: chunks of 8 columns in flight per row
+        self.gemv_unroll = {1: 1, 2: 1, 4: 1, 8: 1}  # U: chunks of 8 columns in flight per row
         self.gemv_vload = False  # f16 rows through vload_half8 rather than 16-byte loads + bit decoding
         self._attention_kernels: dict = {}
-        self._lazies = weakref.WeakSet()  # lazy arrays alive: made contiguous before their source is written
+        self._readers: dict = {}  # id(buffer) -> weak references to lazy arrays reading it
         self._index_cache: dict = {}
+        self._plans: dict = {}
+        self.attention_threads = 128  # work-items per attention work-group
+        self._counter_len, self._counter_buf = 0, None
 
     def __repr__(self) -> str:
         return f"OpenCLBackend({self.info.describe()})"
 
     # -- memory --------------------------------------------------------------------------------
     def _empty(self, shape: tuple, dtype=_F32) -> DeviceArray:
-        n = math.prod(shape) * 4  # float32 and int32 alike
-        return DeviceArray(self._alloc(n or 4), shape, dtype)
+        n = math.prod(shape)
+        return DeviceArray(self._alloc(4 * n or 4), shape, dtype, size=n)  # float32 and int32 alike
 
     def _write(self, buf, array: np.ndarray) -> None:
         evt = self.cl.enqueue_copy(self.queue, buf, array, is_blocking=False)
@@ -267,7 +275,7 @@ class OpenCLBackend(Backend):
         return hit
 
     def download(self, x):
-        if x.stride is not None or x.rows is not None:
+        if x.kind:
             x = self._dense(x)
         out = np.empty(x.shape, dtype=x.dtype)
         if out.size:
@@ -283,18 +291,29 @@ class OpenCLBackend(Backend):
         buf = self._alloc(4 * t * w or 4)
         if t and w:
             with self._lock:
-                if x.rows is not None:
+                if x.kind == 2:
                     self._k_gather(self.queue, (_round_up(w, 64), t), (64, 1), x.buf, x.rows.buf, buf, w, t)
                 else:
                     self._k_split3(self.queue, (_round_up(w, 64), t), (64, 1), x.buf, buf, buf, buf, x.stride,
                                    x.offset, w, 0, 0, t)
-        x.buf, x.stride, x.offset, x.rows = buf, None, 0, None
-        self._lazies.discard(x)
+        x.buf, x.stride, x.offset, x.rows, x.kind = buf, None, 0, None, 0
         return x
+
+    def _register(self, y: DeviceArray) -> None:
+        """Remember a lazy array by the buffer it reads, so a write into that buffer
+        (``scatter_rows``) makes it contiguous first and it keeps the values it was made with."""
+        readers = self._readers
+        lst = readers.get(id(y.buf))
+        if lst is None:
+            if len(readers) > 4096:  # forget buffers whose readers are all gone
+                for key in [k for k, v in readers.items() if all(r() is None for r in v)]:
+                    del readers[key]
+            lst = readers[id(y.buf)] = []
+        lst.append(weakref.ref(y))
 
     def _c(self, x: DeviceArray) -> DeviceArray:
         """``x`` contiguous (ops that read only contiguous arrays call this on their inputs)."""
-        return x if x.stride is None and x.rows is None else self._dense(x)
+        return self._dense(x) if x.kind else x
 
     def _resident(self, array: np.ndarray):
         mf = self.cl.mem_flags
@@ -323,18 +342,21 @@ class OpenCLBackend(Backend):
 
     # -- shape ---------------------------------------------------------------------------------
     def view(self, x, shape):
-        shape = tuple(int(v) for v in shape)
-        if -1 in shape:
-            i = shape.index(-1)
-            rest = math.prod(shape[:i] + shape[i + 1:])
-            shape = shape[:i] + (x.size // rest if rest else 0,) + shape[i + 1:]
-        if math.prod(shape) != x.size:
-            raise BadRequestError(f"view: cannot view {x.shape} as {shape}")
-        if (x.stride is not None or x.rows is not None) and (not shape or not x.shape or shape[0] != x.shape[0]):
+        shape = tuple(shape)
+        n = math.prod(shape)
+        if n != x.size:
+            shape = tuple(int(v) for v in shape)
+            if -1 in shape:
+                i = shape.index(-1)
+                rest = math.prod(shape[:i] + shape[i + 1:])
+                shape = shape[:i] + (x.size // rest if rest else 0,) + shape[i + 1:]
+            if math.prod(shape) != x.size or min(shape, default=0) < 0:
+                raise BadRequestError(f"view: cannot view {x.shape} as {shape}")
+        if x.kind and (not shape or not x.shape or shape[0] != x.shape[0]):
             x = self._dense(x)  # a lazy array keeps its form only while its first axis stays
-        y = DeviceArray(x.buf, shape, x.dtype, x.host, x.stride, x.offset, x.rows)
-        if y.stride is not None or y.rows is not None:
-            self._lazies.add(y)
+        y = DeviceArray(x.buf, shape, x.dtype, x.host, x.stride, x.offset, x.rows, x.size)
+        if y.kind:
+            self._register(y)
         return y
 
     def split(self, x, sizes):
@@ -342,7 +364,7 @@ class OpenCLBackend(Backend):
         sizes = [int(s) for s in sizes]
         if sum(sizes) != d or min(sizes, default=0) < 0:
             raise BadRequestError(f"split: sizes {sizes} do not add up to the last axis {d}")
-        if x.stride is not None or x.rows is not None:
+        if x.kind:
             x = self._dense(x)
         t = x.size // d if d else 0
         lead = x.shape[:-1]
@@ -350,7 +372,7 @@ class OpenCLBackend(Backend):
             parts, col = [], 0
             for s_ in sizes:
                 p = DeviceArray(x.buf, (t, s_), x.dtype, None, d, col)
-                self._lazies.add(p)
+                self._register(p)
                 parts.append(p)
                 col += s_
             return parts
@@ -389,7 +411,7 @@ class OpenCLBackend(Backend):
         n = x.shape[0]
         idx = self._index(rows, n, "take_rows")
         shape = (idx.shape[0],) + x.shape[1:]
-        if x.stride is not None or x.rows is not None:
+        if x.kind:
             x = self._dense(x)
         if x.dtype is not _F32 or not idx.shape[0]:  # int arrays (and empty picks) are copied now
             y = self._empty(shape, x.dtype)
@@ -400,25 +422,28 @@ class OpenCLBackend(Backend):
                                    idx.shape[0])
             return y
         y = DeviceArray(x.buf, shape, x.dtype, None, None, 0, idx)  # read in place by attention
-        self._lazies.add(y)
+        self._register(y)
         return y
 
     def scatter_rows(self, dst, rows, src, accumulate=False):
         n = dst.shape[0]
         idx = self._index(rows, n, "scatter_rows")
-        if dst.stride is not None or dst.rows is not None:
+        if dst.kind:
             raise BadRequestError("scatter_rows: the destination must be an array of its own, not a view")
         d = dst.size // n if n else 0
         t = idx.shape[0]
         if src.size != t * d:
             raise BadRequestError(f"scatter_rows: src {src.shape} does not hold {t} rows of {d}")
-        for lazy in list(self._lazies):  # whoever still reads dst lazily must read it as it was
-            if lazy.buf is dst.buf:
-                self._dense(lazy)
-        if src.rows is not None:
+        readers = self._readers.pop(id(dst.buf), None)
+        if readers:  # whoever still reads dst lazily must read it as it was
+            for ref in readers:
+                lazy = ref()
+                if lazy is not None and lazy.buf is dst.buf:
+                    self._dense(lazy)
+        if src.kind > 1:
             src = self._dense(src)
         if t and d:
-            stride, off = (src.stride, src.offset) if src.stride is not None else (d, 0)
+            stride, off = (src.stride, src.offset) if src.kind == 1 else (d, 0)
             with self._lock:
                 self._k_scatter(self.queue, (_round_up(d, 64), t), (64, 1), dst.buf, idx.buf, src.buf, d, t,
                                 int(bool(accumulate)), stride, off)
@@ -482,18 +507,23 @@ class OpenCLBackend(Backend):
             def run(x, w, b, y, t, n_in, n_out, has_bias, act):
                 k(q, (-(-n_out // 128) * 128, -(-t // 64)), (128, 1), w, x, b, y, t, n_in, n_out, has_bias, act)
             return run
-        wm = int(variant[-1])  # "x16-2": 16-bit x made once, WM = 2 warps along M
-        prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split, "WM": wm})
+        # 16-bit x made once per call; the GEMM's tile shape by name
+        wm, wn, mt, nl, kb = MMA_VARIANTS[variant]
+        prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split, "WM": wm, "WN": wn, "MT": mt,
+                                             "NL": nl, "KB": kb})
         conv = rt.kernel(prg, "to16", [B, B, B, i])
         k = rt.kernel(prg, "gemm_mma16", [B, B, B, B, B, i, i, i, i, i])
-        alloc, nt, bm = self._alloc, 64 * wm, 32 * wm
+        alloc, nt, bm, bn = self._alloc, 32 * wm * wn, 16 * mt * wm, 8 * nl * wn
+        fallback = self._mma_launcher(code, split, "f32x") if kb > 32 else None
 
         def run(x, w, b, y, t, n_in, n_out, has_bias, act):
+            if n_in % kb:
+                return fallback(x, w, b, y, t, n_in, n_out, has_bias, act)
             n2 = t * n_in // 2
             hi = alloc(4 * n2)
             lo = alloc(4 * n2) if split else hi
             conv(q, (_round_up(n2, 256),), (256,), x, hi, lo, n2)
-            k(q, (-(-n_out // 128) * nt, -(-t // bm)), (nt, 1), w, hi, lo, b, y, t, n_in, n_out, has_bias, act)
+            k(q, (-(-n_out // bn) * nt, -(-t // bm)), (nt, 1), w, hi, lo, b, y, t, n_in, n_out, has_bias, act)
         return run
 
     def _check_mma(self, run, code: int) -> str:
@@ -516,24 +546,31 @@ class OpenCLBackend(Backend):
         return "ok" if err < tol else f"self-check failed (error {err:.2g})"
 
     def linear(self, x, w: DeviceMatrix, bias=None, activation=None):
-        x = self._c(x)
+        if x.kind:
+            x = self._dense(x)
         n_out, n_in = w.shape
         if x.shape[-1] != n_in:
             raise BadRequestError(f"linear: input {x.shape} does not match {w.name} of shape {w.shape}")
         t = x.size // n_in if n_in else 0
-        y = self._empty(x.shape[:-1] + (n_out,))
-        if t == 0 or n_out == 0:
+        n = t * n_out
+        y = DeviceArray(self._alloc(4 * n or 4), x.shape[:-1] + (n_out,), _F32, size=n)
+        if n == 0:
             return y
         act = ACT_CODES[activation]
         b = y.buf if bias is None else bias.buf
-        with self._lock:
-            if t <= GEMV_MAX_ROWS:
+        if t <= GEMV_MAX_ROWS:
+            launch = w.launch.get(t)
+            if launch is None:
                 nt = 1 if t == 1 else 2 if t == 2 else 4 if t <= 4 else 8
                 k, lanes, warps, rpt = self._gemv(w.code, nt)
                 groups = -(-n_out // (warps * rpt))
-                k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, x.buf, b, y.buf, t, n_in, n_out,
-                  int(bias is not None), act)
-            elif w.code and n_in % 32 == 0 and (mma := self._mma(w.code)) is not None:
+                launch = w.launch[t] = (k, (groups * lanes, warps), (lanes, warps))
+            k, gs, ls = launch
+            with self._lock:
+                k(self.queue, gs, ls, w.buf, x.buf, b, y.buf, t, n_in, n_out, int(bias is not None), act)
+            return y
+        with self._lock:
+            if w.code and n_in % 32 == 0 and (mma := self._mma(w.code)) is not None:
                 mma(x.buf, w.buf, b, y.buf, t, n_in, n_out, int(bias is not None), act)
             else:
                 k, bm, bn = self._gemm(w.code)
@@ -591,16 +628,16 @@ class OpenCLBackend(Backend):
     def silu_mul(self, gate, up):
         if gate.shape != up.shape:
             raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
-        if gate.rows is not None or (gate.stride is not None and gate.ndim != 2):
+        if gate.kind > 1 or (gate.kind == 1 and gate.ndim != 2):
             gate = self._dense(gate)
-        if up.rows is not None or (up.stride is not None and up.ndim != 2):
+        if up.kind > 1 or (up.kind == 1 and up.ndim != 2):
             up = self._dense(up)
+        d = gate.shape[-1] if gate.shape else 1
+        gs, go = (gate.stride, gate.offset) if gate.kind == 1 else (d, 0)
+        us, uo = (up.stride, up.offset) if up.kind == 1 else (d, 0)
         y = self._empty(gate.shape)
         n = gate.size
         if n:
-            d = gate.shape[-1]
-            gs, go = (gate.stride, gate.offset) if gate.stride is not None else (d, 0)
-            us, uo = (up.stride, up.offset) if up.stride is not None else (d, 0)
             with self._lock:
                 self._k_silu_mul(self.queue, (_round_up(n, 256),), (256,), gate.buf, up.buf, y.buf, n, d, gs, go, us, uo)
         return y
@@ -644,7 +681,7 @@ class OpenCLBackend(Backend):
     def rope(self, x, positions, inv_freq, style="neox", scale=1.0):
         if style not in ("neox", "interleaved"):
             raise BadRequestError(f"rope: unknown style {style!r} (neox or interleaved)")
-        if x.rows is not None:
+        if x.kind > 1:
             x = self._dense(x)
         t, h, d = x.shape
         inv = np.ascontiguousarray(inv_freq, dtype=_F32)
@@ -655,7 +692,7 @@ class OpenCLBackend(Backend):
         n = t * h * d
         if n:
             p, f = self._const(pos), self._const(inv)
-            stride, off = (x.stride, x.offset) if x.stride is not None else (h * d, 0)
+            stride, off = (x.stride, x.offset) if x.kind == 1 else (h * d, 0)
             with self._lock:
                 self._k_rope(self.queue, (_round_up(n, 256),), (256,), x.buf, y.buf, p.buf, f.buf, d, inv.shape[0],
                              float(scale), int(style == "interleaved"), h * d, n, stride, off)
@@ -665,7 +702,7 @@ class OpenCLBackend(Backend):
         key = (d, dv, bq)
         hit = self._attention_kernels.get(key)
         if hit is None:
-            nt = 128 if self.rt.max_group >= 128 else 64
+            nt = min(self.attention_threads, self.rt.max_group)
             budget = min(self.rt.local_mem, 48 * 1024) - 512
             bk = 8
             for cand in (32, 16):
@@ -679,9 +716,9 @@ class OpenCLBackend(Backend):
                 bk = nt // bq
             prg = self.rt.program(["attention.cl"], {"D": d, "DV": dv, "BQ": bq, "BK": bk, "NT": nt})
             i = _I32
-            attn = self.rt.kernel(prg, "attention", [B, B, B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i,
-                                                     i, i, i, i, i, i, B, i])
-            merge = self.rt.kernel(prg, "attention_merge", [B, B, B, i, i])
+            common = [B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i, i, i, i, i, i, i, B, i]
+            attn = self.rt.kernel(prg, "attention", common)
+            merge = self.rt.kernel(prg, "attention_split", common[:4] + [B, B] + common[4:] + [B])
             hit = self._attention_kernels[key] = (attn, merge, bq, bk, nt)
         return hit
 
@@ -699,22 +736,45 @@ class OpenCLBackend(Backend):
             raise BadRequestError(f"attention: cu_seqlens {cu_q.tolist()} / {cu_k.tolist()} do not describe "
                                   f"{tq} queries and {tk} keys")
         # keys and values gathered from the KV cache by the same rows are read in place
-        if q.rows is not None:
+        if q.kind > 1:
             q = self._dense(q)
-        rows = k.rows if (k.rows is not None and v.rows is k.rows) else None
+        rows = k.rows if (k.kind == 2 and v.kind == 2 and v.rows is k.rows) else None
         if rows is None:
-            if k.rows is not None:
+            if k.kind > 1:
                 k = self._dense(k)
-            if v.rows is not None:
+            if v.kind > 1:
                 v = self._dense(v)
         out = self._empty((tq, hq, dv))
         if tq == 0:
             return out
+        plan = self._attention_plan(cu_q, cu_k, hq, hkv, d, dv)
+        attn, split_kernel, nt, nblocks, nsplit, split_len, bl, cq, ck = plan
+        qs, qo = (q.stride, q.offset) if q.kind == 1 else (hq * d, 0)
+        ks, ko = (k.stride, k.offset) if k.kind == 1 else (hkv * d, 0)
+        vs, vo = (v.stride, v.offset) if v.kind == 1 else (hkv * dv, 0)
+        args = (bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), hq // hkv, hq, hkv,
+                split_len, tq, qs, qo, ks, ko, vs, vo, cq.buf if rows is None else rows.buf, int(rows is not None))
+        with self._lock:
+            if nsplit == 1:
+                attn(self.queue, (nblocks * nt, hkv, 1), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, *args)
+            else:
+                part_o = self._alloc(4 * nsplit * tq * hq * dv)
+                part_ml = self._alloc(8 * nsplit * tq * hq)
+                split_kernel(self.queue, (nblocks * nt, hkv, nsplit), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf,
+                             part_o, part_ml, *args, self._counters(nblocks * hkv))
+        return out
+
+    def _attention_plan(self, cu_q, cu_k, hq, hkv, d, dv):
+        """Work-groups, split-K and the uploaded offsets of one batch layout: computed once per
+        forward pass, reused by every layer."""
+        key = (cu_q.tobytes(), cu_k.tobytes(), hq, hkv, d, dv)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
         group = hq // hkv
-        lq = np.diff(cu_q)
-        lk = np.diff(cu_k)
+        lq, lk = np.diff(cu_q), np.diff(cu_k)
         rows_max = int(lq.max()) * group
-        attn, merge, bq, bk, nt = self._attention_kernel(d, dv, 8 if rows_max <= 8 else 32)
+        attn, split_kernel, bq, bk, nt = self._attention_kernel(d, dv, 8 if rows_max <= 8 else 32)
         blocks = np.asarray([(b, r0) for b in range(len(lq)) for r0 in range(0, int(lq[b]) * group, bq)],
                             dtype=_I32).reshape(-1)
         nblocks = len(blocks) // 2
@@ -724,24 +784,18 @@ class OpenCLBackend(Backend):
             nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // (2 * bk)))
         split_len = _round_up(-(-span // nsplit), bk) if span else bk
         nsplit = max(1, -(-span // split_len))
-        bl, cq, ck = self._const(blocks), self._const(cu_q), self._const(cu_k)
-        qs, qo = (q.stride, q.offset) if q.stride is not None else (hq * d, 0)
-        ks, ko = (k.stride, k.offset) if k.stride is not None else (hkv * d, 0)
-        vs, vo = (v.stride, v.offset) if v.stride is not None else (hkv * dv, 0)
-        rbuf = rows.buf if rows is not None else cq.buf
-        tail = (split_len, tq, qs, qo, ks, ko, vs, vo, rbuf, int(rows is not None))
-        with self._lock:
-            if nsplit == 1:
-                attn(self.queue, (nblocks * nt, hkv, 1), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, out.buf, out.buf,
-                     bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq, hkv, *tail)
-            else:
-                part_o = self._alloc(4 * nsplit * tq * hq * dv)
-                part_ml = self._alloc(8 * nsplit * tq * hq)
-                attn(self.queue, (nblocks * nt, hkv, nsplit), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, part_o,
-                     part_ml, bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), group, hq,
-                     hkv, *tail)
-                merge(self.queue, (_round_up(dv, 32), tq * hq), (32, 1), part_o, part_ml, out.buf, tq * hq, nsplit)
-        return out
+        if len(self._plans) > 64:
+            self._plans.clear()
+        plan = self._plans[key] = (attn, split_kernel, nt, nblocks, nsplit, split_len, self._const(blocks),
+                                   self._const(cu_q), self._const(cu_k))
+        return plan
+
+    def _counters(self, n: int):
+        """Zeroed int32 counters for split-K merging (each merge leaves its counter at zero again)."""
+        if self._counter_len < n:
+            self._counter_len = _round_up(n, 1024)
+            self._counter_buf = self.zeros((self._counter_len,)).buf
+        return self._counter_buf
 
     def softmax(self, x):
         x = self._c(x)

@@ -4,15 +4,14 @@
 // A work-group serves one KV head and BQ "rows": a row is (query i, head g of the KV head's group),
 // so the Hq/Hkv query heads that share a KV head read each key block once (GQA/MQA). The key range
 // can be cut into nsplit pieces (split-K, for decode: few rows, many keys); each piece then writes
-// its unnormalised output with its running max and sum, and attention_merge combines them by
-// log-sum-exp. Compile-time: D, DV (head dims), BQ, BK, NT (work-items; TPR = NT / BQ per row).
+// its unnormalised output with its running max and sum, and the last work-group of the pieces
+// combines them by log-sum-exp (attention_split). Compile-time: D, DV (head dims), BQ, BK, NT (work-items; TPR = NT / BQ per row).
 
 #define TPR (NT / BQ)
 #define SPT (BK / TPR)                 // scores per work-item per key block
 #define OPT ((DV + TPR - 1) / TPR)     // output columns per work-item
 
-__kernel __attribute__((reqd_work_group_size(NT, 1, 1)))
-void attention(__global const float* restrict q, __global const float* restrict k,
+inline void attention_body(__global const float* restrict q, __global const float* restrict k,
                __global const float* restrict v, __global float* restrict out,
                __global float* restrict part_o, __global float* restrict part_ml,
                __global const int* restrict blocks, __global const int* restrict cu_q,
@@ -20,12 +19,9 @@ void attention(__global const float* restrict q, __global const float* restrict 
                const int window, const int group, const int hq, const int hkv,
                const int split_len, const int tq, const int q_stride, const int q_off,
                const int k_stride, const int k_off, const int v_stride, const int v_off,
-               __global const int* restrict kv_rows, const int use_rows) {
-    __local float qs[BQ][D + 1];
-    __local float ks[BK][D + 1];
-    __local float vs[BK][DV];
-    __local float ps[BQ][BK + 1];
-    __local float red[BQ][TPR];
+               __global const int* restrict kv_rows, const int use_rows, __local float (*qs)[D + 1],
+               __local float (*ks)[D + 1], __local float (*vs)[DV], __local float (*ps)[BK + 1],
+               __local float (*red)[TPR]) {
 
     const int tid = get_local_id(0);
     const int kvh = get_group_id(1), split = get_group_id(2), nsplit = get_num_groups(2);
@@ -138,34 +134,88 @@ void attention(__global const float* restrict q, __global const float* restrict 
             int c = c0 + TPR * e;
             if (c < DV) out[orow * DV + c] = o_acc[e] * inv;
         }
-    } else {
-        size_t prow = (size_t)split * tq * hq + orow;
-#pragma unroll
-        for (int e = 0; e < OPT; e++) {
-            int c = c0 + TPR * e;
-            if (c < DV) part_o[prow * DV + c] = o_acc[e];
-        }
-        if (c0 == 0) { part_ml[2 * prow] = m; part_ml[2 * prow + 1] = l_tot; }
+        return;
     }
+    size_t prow = (size_t)split * tq * hq + orow;
+#pragma unroll
+    for (int e = 0; e < OPT; e++) {
+        int c = c0 + TPR * e;
+        if (c < DV) part_o[prow * DV + c] = o_acc[e];
+    }
+    if (c0 == 0) { part_ml[2 * prow] = m; part_ml[2 * prow + 1] = l_tot; }
 }
 
-// out[row] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M) over the splits, M = max_s m_s.
-__kernel void attention_merge(__global const float* restrict part_o, __global const float* restrict part_ml,
-                              __global float* restrict out, const int rows, const int nsplit) {
-    int c = get_global_id(0), row = get_global_id(1);
-    if (c >= DV || row >= rows) return;
-    float mx = -INFINITY;
-    for (int s = 0; s < nsplit; s++) mx = fmax(mx, part_ml[2 * ((size_t)s * rows + row)]);
-    float num = 0.0f, den = 0.0f;
-    if (mx != -INFINITY) {
-        for (int s = 0; s < nsplit; s++) {
-            size_t p = (size_t)s * rows + row;
-            float ms = part_ml[2 * p];
-            if (ms == -INFINITY) continue;
-            float f = exp(ms - mx);
-            den += part_ml[2 * p + 1] * f;
-            num += part_o[p * DV + c] * f;
+#define LOCALS                                                                                   \
+    __local float qs[BQ][D + 1];                                                                 \
+    __local float ks[BK][D + 1];                                                                 \
+    __local float vs[BK][DV];                                                                    \
+    __local float ps[BQ][BK + 1];                                                                \
+    __local float red[BQ][TPR];
+
+__kernel __attribute__((reqd_work_group_size(NT, 1, 1)))
+void attention(__global const float* restrict q, __global const float* restrict k,
+               __global const float* restrict v, __global float* restrict out,
+               __global const int* restrict blocks, __global const int* restrict cu_q,
+               __global const int* restrict cu_k, const float scale, const int causal,
+               const int window, const int group, const int hq, const int hkv,
+               const int split_len, const int tq, const int q_stride, const int q_off,
+               const int k_stride, const int k_off, const int v_stride, const int v_off,
+               __global const int* restrict kv_rows, const int use_rows) {
+    LOCALS
+    attention_body(q, k, v, out, out, out, blocks, cu_q, cu_k, scale, causal, window, group, hq, hkv,
+                   split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows,
+                   qs, ks, vs, ps, red);
+}
+
+// The split-K pieces of one (block, KV head) meet here: the last work-group to finish merges them
+// by log-sum-exp (one launch instead of a merge kernel after), then resets its counter.
+__kernel __attribute__((reqd_work_group_size(NT, 1, 1)))
+void attention_split(__global const float* restrict q, __global const float* restrict k,
+                     __global const float* restrict v, __global float* restrict out,
+                     __global float* part_o, __global float* part_ml,
+                     __global const int* restrict blocks, __global const int* restrict cu_q,
+                     __global const int* restrict cu_k, const float scale, const int causal,
+                     const int window, const int group, const int hq, const int hkv,
+                     const int split_len, const int tq, const int q_stride, const int q_off,
+                     const int k_stride, const int k_off, const int v_stride, const int v_off,
+                     __global const int* restrict kv_rows, const int use_rows, __global int* counters) {
+    LOCALS
+    attention_body(q, k, v, out, part_o, part_ml, blocks, cu_q, cu_k, scale, causal, window, group, hq, hkv,
+                   split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows,
+                   qs, ks, vs, ps, red);
+    __local int last;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    const int nsplit = get_num_groups(2);
+    const int slot = get_group_id(0) * hkv + get_group_id(1);
+    if (get_local_id(0) == 0) last = atomic_inc(counters + slot) == nsplit - 1;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (!last) return;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    const int kvh = get_group_id(1);
+    const int b = blocks[2 * get_group_id(0)], row0 = blocks[2 * get_group_id(0) + 1];
+    const int q0 = cu_q[b], nrows = (cu_q[b + 1] - q0) * group;
+    const int rows = tq * hq;
+    volatile __global const float* po = part_o;  // written by other work-groups: read past L1
+    volatile __global const float* pm = part_ml;
+    for (int e = get_local_id(0); e < BQ * DV; e += NT) {
+        int r = e / DV, c = e % DV, row = row0 + r;
+        if (row >= nrows) continue;
+        size_t orow = (size_t)(q0 + row / group) * hq + kvh * group + row % group;
+        float mx = -INFINITY;
+        for (int s = 0; s < nsplit; s++) mx = fmax(mx, pm[2 * ((size_t)s * rows + orow)]);
+        float num = 0.0f, den = 0.0f;
+        if (mx != -INFINITY) {
+            for (int s = 0; s < nsplit; s++) {
+                size_t p = (size_t)s * rows + orow;
+                float ms = pm[2 * p];
+                if (ms == -INFINITY) continue;
+                float f = exp(ms - mx);
+                den += pm[2 * p + 1] * f;
+                num += po[p * DV + c] * f;
+            }
         }
+        out[orow * DV + c] = den > 0.0f ? num / den : 0.0f;
     }
-    out[(size_t)row * DV + c] = den > 0.0f ? num / den : 0.0f;
+    if (get_local_id(0) == 0) counters[slot] = 0;
 }

@@ -182,61 +182,80 @@ __kernel void to16(__global const float* restrict x, __global uint* restrict hi,
 }
 
 #ifdef WM
-// The same product from 16-bit x: WM x 2 warps, each 32 x 64 of y; BM = 32 WM, BN = 128, BK = 32.
-#define BM2 (32 * WM)
-#define NT2 (64 * WM)
+// The same product from 16-bit x. WM x WN warps, each MT x NL mma tiles (16 x 8 each) of y:
+// BM = 16 MT WM rows of x, BN = 8 NL WN rows of W, k in steps of KB (32 or 64).
+#ifndef WN
+#define WN 2
+#endif
+#ifndef MT
+#define MT 2
+#endif
+#ifndef NL
+#define NL 8
+#endif
+#ifndef KB
+#define KB 32
+#endif
+#define BM2 (16 * MT * WM)
+#define BN2 (8 * NL * WN)
+#define NT2 (32 * WM * WN)
+#define LD2 (KB + 8)
+#define CPR (KB / 8)                    // 16-byte chunks per tile row
+#define NA ((BM2 * CPR) / NT2)          // x chunks per work-item per k step
+#define NB2 ((BN2 * CPR) / NT2)         // W chunks per work-item per k step
 __kernel __attribute__((reqd_work_group_size(NT2, 1, 1)))
 void gemm_mma16(__global const ushort* restrict w, __global const ushort* restrict xh,
                 __global const ushort* restrict xl, __global const float* restrict bias,
                 __global float* restrict y, const int T, const int n_in, const int n_out,
                 const int has_bias, const int act) {
-    __local uint as[BM2 * LDS / 2];
+    __local uint as[BM2 * LD2 / 2];
 #if SPLIT_X
-    __local uint al[BM2 * LDS / 2];
+    __local uint al[BM2 * LD2 / 2];
 #endif
-    __local uint bs[BN * LDS / 2];
+    __local uint bs[BN2 * LD2 / 2];
     const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5;
-    const int wm = warp >> 1, wn = warp & 1;
+    const int wm = warp / WN, wn = warp % WN;
     const int g = lane >> 2, tg = lane & 3;
-    const int n0 = get_group_id(0) * BN, m0 = get_group_id(1) * BM2;
+    const int n0 = get_group_id(0) * BN2, m0 = get_group_id(1) * BM2;
 
-    float acc[2][8][4];
+    float acc[MT][NL][4];
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < MT; i++)
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < NL; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
-    // per k step: x tile BM2 x 32 halves = 4 BM2 uint4 (2 per item), W tile 128 x 32 = 512 uint4
-#define NB (512 / NT2)
-    uint4 xr[2], xlr[2], wr[NB];
+    uint4 xr[NA], wr[NB2];
+#if SPLIT_X
+    uint4 xlr[NA];
+#endif
 #define LOAD16(k0)                                                                               \
-    for (int i = 0; i < 2; i++) {                                                                \
-        int e = tid + NT2 * i, row = e >> 2, c8 = (e & 3) * 8, gm = m0 + row;                    \
+    for (int i = 0; i < NA; i++) {                                                               \
+        int e = tid + NT2 * i, row = e / CPR, c8 = (e % CPR) * 8, gm = m0 + row;                 \
         size_t off = (size_t)gm * n_in + (k0) + c8;                                              \
         xr[i] = gm < T ? *(__global const uint4*)(xh + off) : (uint4)(0u);                       \
         LOADLO                                                                                   \
     }                                                                                            \
-    for (int i = 0; i < NB; i++) {                                                               \
-        int e = tid + NT2 * i, rown = e >> 2, c8 = (e & 3) * 8, gn = n0 + rown;                  \
+    for (int i = 0; i < NB2; i++) {                                                              \
+        int e = tid + NT2 * i, rown = e / CPR, c8 = (e % CPR) * 8, gn = n0 + rown;               \
         wr[i] = gn < n_out ? *(__global const uint4*)(w + (size_t)gn * n_in + (k0) + c8) : (uint4)(0u); \
     }
 #define STORE16()                                                                                \
-    for (int i = 0; i < 2; i++) {                                                                \
-        int e = tid + NT2 * i, row = e >> 2, c8 = (e & 3) * 8;                                   \
-        __local uint* p = as + (row * LDS + c8) / 2;                                             \
+    for (int i = 0; i < NA; i++) {                                                               \
+        int e = tid + NT2 * i, row = e / CPR, c8 = (e % CPR) * 8;                                \
+        __local uint* p = as + (row * LD2 + c8) / 2;                                             \
         p[0] = xr[i].x; p[1] = xr[i].y; p[2] = xr[i].z; p[3] = xr[i].w;                          \
         STORELO                                                                                  \
     }                                                                                            \
-    for (int i = 0; i < NB; i++) {                                                               \
-        int e = tid + NT2 * i, rown = e >> 2, c8 = (e & 3) * 8;                                  \
-        __local uint* q = bs + (rown * LDS + c8) / 2;                                            \
+    for (int i = 0; i < NB2; i++) {                                                              \
+        int e = tid + NT2 * i, rown = e / CPR, c8 = (e % CPR) * 8;                               \
+        __local uint* q = bs + (rown * LD2 + c8) / 2;                                            \
         q[0] = wr[i].x; q[1] = wr[i].y; q[2] = wr[i].z; q[3] = wr[i].w;                          \
     }
 #if SPLIT_X
 #define LOADLO xlr[i] = gm < T ? *(__global const uint4*)(xl + off) : (uint4)(0u);
-#define STORELO { __local uint* pl = al + (row * LDS + c8) / 2;                                  \
+#define STORELO { __local uint* pl = al + (row * LD2 + c8) / 2;                                  \
                   pl[0] = xlr[i].x; pl[1] = xlr[i].y; pl[2] = xlr[i].z; pl[3] = xlr[i].w; }
 #else
 #define LOADLO
@@ -244,44 +263,44 @@ void gemm_mma16(__global const ushort* restrict w, __global const ushort* restri
 #endif
 
     LOAD16(0)
-    for (int k0 = 0; k0 < n_in; k0 += BK) {
+    for (int k0 = 0; k0 < n_in; k0 += KB) {
         barrier(CLK_LOCAL_MEM_FENCE);
         STORE16()
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (k0 + BK < n_in) { LOAD16(k0 + BK) }
+        if (k0 + KB < n_in) { LOAD16(k0 + KB) }
 #pragma unroll
-        for (int ks = 0; ks < BK; ks += 16) {
-            uint b[8][2];
+        for (int ks = 0; ks < KB; ks += 16) {
+            uint b[NL][2];
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                int n = wn * 64 + j * 8 + g;
-                b[j][0] = bs[(n * LDS + ks + tg * 2) / 2];
-                b[j][1] = bs[(n * LDS + ks + tg * 2 + 8) / 2];
+            for (int j = 0; j < NL; j++) {
+                int n = wn * 8 * NL + j * 8 + g;
+                b[j][0] = bs[(n * LD2 + ks + tg * 2) / 2];
+                b[j][1] = bs[(n * LD2 + ks + tg * 2 + 8) / 2];
             }
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
-                int r = wm * 32 + i * 16 + g;
-                uint a0 = as[(r * LDS + ks + tg * 2) / 2], a1 = as[((r + 8) * LDS + ks + tg * 2) / 2];
-                uint a2 = as[(r * LDS + ks + tg * 2 + 8) / 2], a3 = as[((r + 8) * LDS + ks + tg * 2 + 8) / 2];
+            for (int i = 0; i < MT; i++) {
+                int r = wm * 16 * MT + i * 16 + g;
+                uint a0 = as[(r * LD2 + ks + tg * 2) / 2], a1 = as[((r + 8) * LD2 + ks + tg * 2) / 2];
+                uint a2 = as[(r * LD2 + ks + tg * 2 + 8) / 2], a3 = as[((r + 8) * LD2 + ks + tg * 2 + 8) / 2];
 #pragma unroll
-                for (int j = 0; j < 8; j++) mma16816(acc[i][j], a0, a1, a2, a3, b[j][0], b[j][1]);
+                for (int j = 0; j < NL; j++) mma16816(acc[i][j], a0, a1, a2, a3, b[j][0], b[j][1]);
 #if SPLIT_X
-                a0 = al[(r * LDS + ks + tg * 2) / 2]; a1 = al[((r + 8) * LDS + ks + tg * 2) / 2];
-                a2 = al[(r * LDS + ks + tg * 2 + 8) / 2]; a3 = al[((r + 8) * LDS + ks + tg * 2 + 8) / 2];
+                a0 = al[(r * LD2 + ks + tg * 2) / 2]; a1 = al[((r + 8) * LD2 + ks + tg * 2) / 2];
+                a2 = al[(r * LD2 + ks + tg * 2 + 8) / 2]; a3 = al[((r + 8) * LD2 + ks + tg * 2 + 8) / 2];
 #pragma unroll
-                for (int j = 0; j < 8; j++) mma16816(acc[i][j], a0, a1, a2, a3, b[j][0], b[j][1]);
+                for (int j = 0; j < NL; j++) mma16816(acc[i][j], a0, a1, a2, a3, b[j][0], b[j][1]);
 #endif
             }
         }
     }
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < MT; i++) {
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int n = n0 + wn * 64 + j * 8 + tg * 2;
+        for (int j = 0; j < NL; j++) {
+            int n = n0 + wn * 8 * NL + j * 8 + tg * 2;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                int m = m0 + wm * 32 + i * 16 + g + h * 8;
+                int m = m0 + wm * 16 * MT + i * 16 + g + h * 8;
                 if (m >= T) continue;
 #pragma unroll
                 for (int c = 0; c < 2; c++) {
