@@ -90,13 +90,16 @@ class DecoderLM:
                 raise BadRequestError(f"cache {i} was not made by this model's new_cache()")
             if cache.freed:
                 raise BadRequestError(f"cache {i} was freed")
-            arr = np.asarray(ids)
-            if arr.ndim != 1 or arr.size == 0 or (arr.dtype.kind not in "iu" and arr.dtype != object):
-                raise BadRequestError(f"tokens[{i}] must be a non-empty list of token ids")
             try:
+                arr = np.asarray(ids)
+                if arr.ndim != 1 or arr.size == 0 or (arr.dtype.kind not in "iu" and arr.dtype != object):
+                    raise TypeError
+                if arr.dtype == object and not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                                                   for t in arr):
+                    raise TypeError
                 arr = arr.astype(np.int64)
-            except (TypeError, ValueError):
-                raise BadRequestError(f"tokens[{i}] must be a list of integer token ids") from None
+            except (TypeError, ValueError, OverflowError):
+                raise BadRequestError(f"tokens[{i}] must be a non-empty list of integer token ids") from None
             if arr.min() < 0 or arr.max() >= self.vocab_size:
                 bad = int(arr[(arr < 0) | (arr >= self.vocab_size)][0])
                 raise BadRequestError(f"tokens[{i}] holds id {bad}, outside the vocabulary of {self.vocab_size}")

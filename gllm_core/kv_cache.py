@@ -36,7 +36,7 @@ class KVPool:
         self.v: list = [None] * num_layers
         self.capacity = 0  # blocks
         self._free: list[int] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a cache collected by the GC during _grow releases re-entrantly
 
     @property
     def blocks_in_use(self) -> int:

@@ -171,6 +171,10 @@ def test_forward_refuses_bad_input():
         (([[-1]], [cache]), "id -1"),
         (([[1.5]], [cache]), "token ids"),
         (([["a"]], [cache]), "token ids"),
+        (([[1, [2]]], [cache]), "token ids"),
+        (([[1, 10**30]], [cache]), "token ids"),
+        (([[True]], [cache]), "token ids"),
+        (([np.array([[1, 2]])], [cache]), "token ids"),
         (([[1], [2]], [cache, cache]), "same cache appears twice"),
         (([[1]], [other.new_cache()]), "not made by this model"),
     ]
@@ -178,7 +182,8 @@ def test_forward_refuses_bad_input():
         with pytest.raises(BadRequestError, match=message):
             lm.forward(tokens, caches)
     assert cache.length == 0  # nothing half-done
-    lm.forward([[1, 2, 3]], [cache])
+    lm.forward([np.array([1, 2], dtype=np.uint8), (3,)], [cache, lm.new_cache()])  # any integer sequence
+    assert cache.length == 2
     cache.free()
     with pytest.raises(BadRequestError, match="freed"):
         lm.forward([[1]], [cache])
