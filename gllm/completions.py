@@ -26,10 +26,20 @@ EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "stop_token_ids", "ignor
 
 class Stream:
     """Chunks as they are generated. Iterate it; ``close()`` (or leaving a ``with`` block, or
-    dropping it) stops the generation and frees its KV cache."""
+    dropping it) stops the generation and frees its KV cache. ``requests`` are the engine requests
+    behind it (queued on the first ``next()``); ``cancel()`` stops them from any thread."""
 
-    def __init__(self, chunks: Iterator):
+    def __init__(self, chunks: Iterator, *, engine=None, requests=()):
         self._chunks = chunks
+        self._engine = engine
+        self.requests = list(requests)
+
+    def cancel(self) -> None:
+        """Stop the generation from another thread (``close()`` belongs to the reading one): the
+        sequences end with finish_reason "cancelled" and free their KV cache; the stream then ends."""
+        if self._engine is not None:
+            for request in self.requests:
+                self._engine.cancel(request.id)
 
     def __iter__(self):
         return self
@@ -101,7 +111,8 @@ def include_usage(stream_options) -> bool:
     if stream_options is None:
         return False
     if not isinstance(stream_options, dict) or not set(stream_options) <= {"include_usage", "continuous_usage_stats"}:
-        raise BadRequestError(f"stream_options must be an object like {{'include_usage': true}}, got {stream_options!r}")
+        raise BadRequestError(f"stream_options must be an object like {{'include_usage': true}}, "
+                              f"got {stream_options!r}")
     return bool(stream_options.get("include_usage"))
 
 
@@ -224,7 +235,8 @@ class Completions:
         requests = [engine.make_request(p, params) for p in ids]  # every check before anything runs
         rid, created = new_id("cmpl"), int(time.time())
         if stream:
-            return Stream(self._chunks(engine, requests, loaded, model, rid, created, usage_chunk))
+            return Stream(self._chunks(engine, requests, loaded, model, rid, created, usage_chunk),
+                          engine=engine, requests=requests)
         states, prompt_tokens, completion_tokens = run_requests(engine, requests, params.n)
         choices = [CompletionChoice(index=i, text="".join(s.text), finish_reason=s.finish_reason,
                                     logprobs=legacy_logprobs(loaded.tokenizer, s.logprobs)

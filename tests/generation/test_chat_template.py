@@ -99,7 +99,8 @@ def test_template_errors_are_clear():
 
 
 @pytest.mark.parametrize("messages, match", [
-    ([], "non-empty"), ("hi", "non-empty"), ([{"content": "x"}], "role"), ([{"role": "wizard", "content": "x"}], "role"),
+    ([], "non-empty"), ("hi", "non-empty"), ([{"content": "x"}], "role"),
+    ([{"role": "wizard", "content": "x"}], "role"),
     ([{"role": "user"}], "content"), ([{"role": "user", "content": 5}], "content"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "image_url"),
     (["just a string"], "object"), ([{"role": "user", "content": object()}], "JSON-like"),

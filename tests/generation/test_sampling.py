@@ -29,7 +29,8 @@ def test_warpers_match_transformers(i):
     ours = warped_full(logits, history.tolist(), CASES[i])
     assert (np.isfinite(ours) == np.isfinite(ref)).all(), CASES[i]
     kept = np.isfinite(ref)
-    assert 0 < kept.sum() < len(ref) or CASES[i] in ({"temperature": 1.0}, {"temperature": 1.0, "repetition_penalty": 1.3})
+    if set(CASES[i]) & {"top_k", "top_p", "min_p"}:
+        assert 0 < kept.sum() < len(ref)  # the warper did remove tokens
     np.testing.assert_allclose(ours[kept], ref[kept], rtol=1e-5, atol=1e-5)
 
 
