@@ -229,19 +229,6 @@ def bench_torch(model, cfg, args, device) -> dict:
             if rep:
                 res.setdefault("prefill_s", []).append(time.perf_counter() - t0)
         res["prefill_tok_s"] = args.prompt / min(res["prefill_s"])
-    backend = model.backend
-    if getattr(backend, "precision", None) == "exact":  # the same prefill with x rounded to f16 once
-        backend.precision = "fast"
-        best = 1e9
-        for rep in range(args.reps + 1):
-            cache = model.new_cache()
-            t0 = time.perf_counter()
-            model.forward([prompt], [cache])
-            if rep:
-                best = min(best, time.perf_counter() - t0)
-            cache.free()
-        res["prefill_fast_tok_s"] = args.prompt / best
-        backend.precision = "exact"
         for batch in (1, 8):
             ids = torch.randint(0, v, (batch, args.context), generator=g).to(device)
             out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
@@ -318,7 +305,7 @@ def _time(backend, fn, reps=10):
     return (time.perf_counter() - t0) / reps
 
 
-def bench_kernels(backend, cfg):
+def bench_kernels(backend, cfg, parts):
     from gllm_core.weights import WeightMatrix
 
     h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
@@ -330,6 +317,16 @@ def bench_kernels(backend, cfg):
     for name, (r, c) in shapes.items():
         data = (rng.standard_normal((r, c), dtype=np.float32) * 0.02).astype(np.float16)
         mats[name] = backend.prepare_matrix(WeightMatrix(name, data, "f16", (r, c)))
+    if "gemv" in parts:
+        bench_gemv(backend, cfg, mats, rng)
+    if "gemm" in parts:
+        bench_gemm(backend, mats, rng, h, f)
+    if "attention" in parts:
+        bench_attention(backend, rng, nh, nkv, hd)
+
+
+def bench_gemv(backend, cfg, mats, rng):
+    h, f = cfg["hidden_size"], cfg["intermediate_size"]
     log("\nGEMV (f16 weights), GB/s of weights read; variants: lanes x warps, rows per group, unroll, loads")
     t1 = [(32, 4, 1, 4, False), (32, 4, 1, 2, False), (32, 4, 2, 4, False), (64, 4, 1, 4, False),
           (32, 8, 1, 4, False), (32, 4, 1, 8, False), (32, 4, 1, 4, True)]
@@ -360,6 +357,9 @@ def bench_kernels(backend, cfg):
     backend._gemv_kernels.clear()
     for m in mats.values():
         m.launch.clear()
+
+
+def bench_gemm(backend, mats, rng, h, f):
     log("\nGEMM, TFLOP/s at T=1024 (mma: NVIDIA matrix units via inline PTX)")
     x = {c: backend.upload(rng.standard_normal((1024, c)).astype(np.float32)) for c in (h, f)}
     from gllm_backend_opencl.backend import MMA_VARIANTS
@@ -381,6 +381,9 @@ def bench_kernels(backend, cfg):
     log(f"  f32 tiles : gate_up {2 * 1024 * m.rows * m.cols / dt / 1e12:6.1f}")
     del os.environ["GLLM_OPENCL_MMA"]
     backend._mma_kernels.clear()
+
+
+def bench_attention(backend, rng, nh, nkv, hd):
     log("\nattention (causal, GQA %d/%d, d=%d)" % (nh, nkv, hd))
     for threads in (256, 128):
         backend.attention_threads = threads
@@ -409,7 +412,8 @@ def bench_kernels(backend, cfg):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="a small model (dry run)")
-    ap.add_argument("--kernels", action="store_true", help="time single kernels too")
+    ap.add_argument("--kernels", nargs="?", const="gemv,gemm,attention", default="",
+                    help="time single kernels too (comma list of gemv, gemm, attention)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch + transformers")
     ap.add_argument("--precision", default="exact", choices=("exact", "fast"))
     ap.add_argument("--prompt", type=int, default=1024, help="prefill prompt length")
@@ -435,7 +439,7 @@ def main(argv=None):
     log(f"copy bandwidth (read + write): OpenCL {results['copy_cl'] / 1e9:.0f} GB/s"
         + (f", PyTorch {results['copy_torch'] / 1e9:.0f} GB/s" if results["copy_torch"] else ""))
     if args.kernels:
-        bench_kernels(backend, cfg)
+        bench_kernels(backend, cfg, args.kernels.split(","))
 
     t0 = time.perf_counter()
     weights = make_weights(cfg)

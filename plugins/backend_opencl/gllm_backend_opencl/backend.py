@@ -27,6 +27,7 @@ from .device import DeviceInfo, choose_device
 
 ACT_CODES = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4}
 WEIGHT_CODES = {"f32": 0, "f16": 1, "bf16": 2}
+MAX_SPLITS = 32  # split-K pieces of one attention row at most
 GEMV_MAX_ROWS = 8  # x rows up to which linear reads each weight once per row group (decode)
 _I32 = np.int32
 _F32 = np.float32
@@ -703,7 +704,7 @@ class OpenCLBackend(Backend):
         hit = self._attention_kernels.get(key)
         if hit is None:
             nt = min(self.attention_threads, self.rt.max_group)
-            budget = min(self.rt.local_mem, 48 * 1024) - 512
+            budget = min(self.rt.local_mem, 48 * 1024) - 512 - 8 * MAX_SPLITS * bq  # and the split merge's weights
             bk = 8
             for cand in (32, 16):
                 need = 4 * (bq * (d + 1) + cand * (d + 1) + cand * dv + bq * (cand + 1) + nt)
@@ -714,7 +715,8 @@ class OpenCLBackend(Backend):
                 bq //= 2
             if bk % (nt // bq):
                 bk = nt // bq
-            prg = self.rt.program(["attention.cl"], {"D": d, "DV": dv, "BQ": bq, "BK": bk, "NT": nt})
+            prg = self.rt.program(["attention.cl"], {"D": d, "DV": dv, "BQ": bq, "BK": bk, "NT": nt,
+                                                     "MAXS": MAX_SPLITS})
             i = _I32
             common = [B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i, i, i, i, i, i, i, B, i]
             attn = self.rt.kernel(prg, "attention", common)
@@ -781,7 +783,7 @@ class OpenCLBackend(Backend):
         span = int(lk.max()) if len(lk) else 0
         nsplit = 1
         if nblocks * hkv < self.attention_min_groups and span > 2 * bk:
-            nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // (2 * bk)))
+            nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // (2 * bk)), MAX_SPLITS)
         split_len = _round_up(-(-span // nsplit), bk) if span else bk
         nsplit = max(1, -(-span // split_len))
         if len(self._plans) > 64:

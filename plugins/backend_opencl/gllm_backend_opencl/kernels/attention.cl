@@ -184,6 +184,7 @@ void attention_split(__global const float* restrict q, __global const float* res
                    split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows,
                    qs, ks, vs, ps, red);
     __local int last;
+    __local float mw[MAXS * BQ], lw[MAXS * BQ];
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     const int nsplit = get_num_groups(2);
@@ -192,30 +193,46 @@ void attention_split(__global const float* restrict q, __global const float* res
     barrier(CLK_LOCAL_MEM_FENCE);
     if (!last) return;
     mem_fence(CLK_GLOBAL_MEM_FENCE);
-    const int kvh = get_group_id(1);
+    const int tid = get_local_id(0), kvh = get_group_id(1);
     const int b = blocks[2 * get_group_id(0)], row0 = blocks[2 * get_group_id(0) + 1];
     const int q0 = cu_q[b], nrows = (cu_q[b + 1] - q0) * group;
     const int rows = tq * hq;
-    volatile __global const float* po = part_o;  // written by other work-groups: read past L1
-    volatile __global const float* pm = part_ml;
-    for (int e = get_local_id(0); e < BQ * DV; e += NT) {
+    // every split's running max and sum of this block's rows, loaded side by side (no load waits
+    // on another), then per row the weight of each split: exp(m_s - M) / sum_s l_s exp(m_s - M)
+    for (int e = tid; e < nsplit * BQ; e += NT) {
+        int s = e / BQ, r = e % BQ, row = row0 + r;
+        float m = -INFINITY, l = 0.0f;
+        if (row < nrows) {
+            size_t p = (size_t)s * rows + (size_t)(q0 + row / group) * hq + kvh * group + row % group;
+            m = part_ml[2 * p];
+            l = part_ml[2 * p + 1];
+        }
+        mw[e] = m;
+        lw[e] = l;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int r = tid; r < BQ; r += NT) {
+        float mx = -INFINITY;
+        for (int s = 0; s < nsplit; s++) mx = fmax(mx, mw[s * BQ + r]);
+        float den = 0.0f;
+        for (int s = 0; s < nsplit; s++) {
+            float f = mx == -INFINITY ? 0.0f : exp(mw[s * BQ + r] - mx);
+            lw[s * BQ + r] *= f;
+            mw[s * BQ + r] = f;
+            den += lw[s * BQ + r];
+        }
+        float inv = den > 0.0f ? 1.0f / den : 0.0f;
+        for (int s = 0; s < nsplit; s++) mw[s * BQ + r] *= inv;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int e = tid; e < BQ * DV; e += NT) {
         int r = e / DV, c = e % DV, row = row0 + r;
         if (row >= nrows) continue;
         size_t orow = (size_t)(q0 + row / group) * hq + kvh * group + row % group;
-        float mx = -INFINITY;
-        for (int s = 0; s < nsplit; s++) mx = fmax(mx, pm[2 * ((size_t)s * rows + orow)]);
-        float num = 0.0f, den = 0.0f;
-        if (mx != -INFINITY) {
-            for (int s = 0; s < nsplit; s++) {
-                size_t p = (size_t)s * rows + orow;
-                float ms = pm[2 * p];
-                if (ms == -INFINITY) continue;
-                float f = exp(ms - mx);
-                den += pm[2 * p + 1] * f;
-                num += po[p * DV + c] * f;
-            }
-        }
-        out[orow * DV + c] = den > 0.0f ? num / den : 0.0f;
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < nsplit; s++) acc += part_o[((size_t)s * rows + orow) * DV + c] * mw[s * BQ + r];
+        out[orow * DV + c] = acc;
     }
-    if (get_local_id(0) == 0) counters[slot] = 0;
+    if (tid == 0) counters[slot] = 0;
 }
