@@ -126,6 +126,10 @@ class _Runtime:
         self.queue = cl.CommandQueue(self.ctx)
         self.pool = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(self.queue))
         self.lock = threading.RLock()
+        # a launch held back one op, to be fused with its partner if that comes next (RoPE of the
+        # queries then the keys, the KV cache's key write then its value write); every other op
+        # enqueues it first, so the in-order queue keeps the program's order
+        self.deferred = None
         self.programs: dict = {}
         self.kernels: dict = {}
         self.max_group = int(device.max_work_group_size)
@@ -212,13 +216,13 @@ class OpenCLBackend(Backend):
         self._k_act = _kernel(prg, "activation", [B, B, i, i])
         self._k_silu_mul = _kernel(prg, "silu_mul", [B, B, B, i, i, i, i, i, i])
         self._k_gather = _kernel(prg, "gather_rows", [B, B, B, i, i])
-        self._k_scatter = _kernel(prg, "scatter_rows", [B, B, B, i, i, i, i, i])
+        self._k_scatter = _kernel(prg, "scatter_rows", [B, B, B, B, B, i, i, i, i, i, i, i])
         self._k_split3 = _kernel(prg, "split3", [B, B, B, B, i, i, i, i, i, i])
         self._k_embedding = [_kernel(prg, f"embedding_{d}", [B, B, B, i, i, i]) for d in ("f32", "f16", "bf16")]
         self._k_layer_norm = _kernel(prg, "layer_norm", [B, B, B, B, B, i, f, i, i])
         self._k_rms_norm = _kernel(prg, "rms_norm", [B, B, B, B, B, i, f, i])
         self._k_softmax = _kernel(prg, "softmax", [B, B, i])
-        self._k_rope = _kernel(prg, "rope", [B, B, B, B, i, i, f, i, i, i, i, i])
+        self._k_rope = _kernel(prg, "rope", [B, B, B, B, B, i, i, f, i, i, i, i, i, i])
         self._gemv_kernels: dict = {}
         self._gemm_kernels: dict = {}
         self._mma_kernels: dict = {}
@@ -276,6 +280,8 @@ class OpenCLBackend(Backend):
         return hit
 
     def download(self, x):
+        if self.rt.deferred is not None:
+            self._flush()
         if x.kind:
             x = self._dense(x)
         out = np.empty(x.shape, dtype=x.dtype)
@@ -287,6 +293,8 @@ class OpenCLBackend(Backend):
 
     def _dense(self, x: DeviceArray) -> DeviceArray:
         """Make a lazy array contiguous, in place (every holder of it sees the same values)."""
+        if self.rt.deferred is not None:
+            self._flush()
         t = x.shape[0] if x.shape else 1
         w = x.size // t if t else 0
         buf = self._alloc(4 * t * w or 4)
@@ -311,6 +319,12 @@ class OpenCLBackend(Backend):
                     del readers[key]
             lst = readers[id(y.buf)] = []
         lst.append(weakref.ref(y))
+
+    def _flush(self) -> None:
+        with self._lock:
+            held, self.rt.deferred = self.rt.deferred, None
+            if held is not None:
+                held[1]()
 
     def _c(self, x: DeviceArray) -> DeviceArray:
         """``x`` contiguous (ops that read only contiguous arrays call this on their inputs)."""
@@ -361,6 +375,8 @@ class OpenCLBackend(Backend):
         return y
 
     def split(self, x, sizes):
+        if self.rt.deferred is not None:
+            self._flush()
         d = x.shape[-1]
         sizes = [int(s) for s in sizes]
         if sum(sizes) != d or min(sizes, default=0) < 0:
@@ -409,6 +425,8 @@ class OpenCLBackend(Backend):
         return hit
 
     def take_rows(self, x, rows):
+        if self.rt.deferred is not None:
+            self._flush()
         n = x.shape[0]
         idx = self._index(rows, n, "take_rows")
         shape = (idx.shape[0],) + x.shape[1:]
@@ -443,11 +461,26 @@ class OpenCLBackend(Backend):
                     self._dense(lazy)
         if src.kind > 1:
             src = self._dense(src)
-        if t and d:
-            stride, off = (src.stride, src.offset) if src.kind == 1 else (d, 0)
-            with self._lock:
-                self._k_scatter(self.queue, (_round_up(d, 64), t), (64, 1), dst.buf, idx.buf, src.buf, d, t,
-                                int(bool(accumulate)), stride, off)
+        if not (t and d):
+            return
+        stride, off = (src.stride, src.offset) if src.kind == 1 else (d, 0)
+        acc = int(bool(accumulate))
+        q = self.queue
+        with self._lock:
+            held = self.rt.deferred
+            if held is not None:
+                if held[0] == "scatter" and held[2] == (idx, d, t, acc) and held[3][0] is not dst.buf:
+                    self.rt.deferred = None  # the value write after the key write: one launch for both
+                    d0, s0, st0, of0 = held[3]
+                    self._k_scatter(q, (_round_up(d, 64), t, 2), (64, 1, 1), d0, dst.buf, idx.buf, s0, src.buf, d, t,
+                                    acc, st0, of0, stride, off)
+                    return
+                self._flush()
+
+            def launch(dst=dst.buf, src=src.buf):
+                self._k_scatter(q, (_round_up(d, 64), t, 1), (64, 1, 1), dst, dst, idx.buf, src, src, d, t, acc,
+                                stride, off, stride, off)
+            self.rt.deferred = ("scatter", launch, (idx, d, t, acc), (dst.buf, src.buf, stride, off))
 
     # -- math ----------------------------------------------------------------------------------
     def _gemv(self, code: int, nt: int):
@@ -547,6 +580,8 @@ class OpenCLBackend(Backend):
         return "ok" if err < tol else f"self-check failed (error {err:.2g})"
 
     def linear(self, x, w: DeviceMatrix, bias=None, activation=None):
+        if self.rt.deferred is not None:
+            self._flush()
         if x.kind:
             x = self._dense(x)
         n_out, n_in = w.shape
@@ -580,6 +615,8 @@ class OpenCLBackend(Backend):
         return y
 
     def embedding(self, table: DeviceMatrix, ids):
+        if self.rt.deferred is not None:
+            self._flush()
         ids = self._c(ids)
         v, d = table.shape
         if ids.host is not None and ids.host.size and (ids.host.min() < 0 or ids.host.max() >= v):
@@ -593,6 +630,8 @@ class OpenCLBackend(Backend):
         return y
 
     def _binary(self, kernel, a, b, what):
+        if self.rt.deferred is not None:
+            self._flush()
         a, b = self._c(a), self._c(b)
         n = a.size
         if b.size == n:
@@ -616,6 +655,8 @@ class OpenCLBackend(Backend):
         return self._binary(self._k_mul, a, b, "mul")
 
     def activation(self, x, kind):
+        if self.rt.deferred is not None:
+            self._flush()
         x = self._c(x)
         if kind not in ACT_CODES or kind is None:
             raise BadRequestError(f"activation: unknown kind {kind!r}")
@@ -627,6 +668,8 @@ class OpenCLBackend(Backend):
         return y
 
     def silu_mul(self, gate, up):
+        if self.rt.deferred is not None:
+            self._flush()
         if gate.shape != up.shape:
             raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
         if gate.kind > 1 or (gate.kind == 1 and gate.ndim != 2):
@@ -644,6 +687,8 @@ class OpenCLBackend(Backend):
         return y
 
     def layer_norm(self, x, weight, bias, eps, residual=None):
+        if self.rt.deferred is not None:
+            self._flush()
         x = self._c(x)
         residual = None if residual is None else self._c(residual)
         d = x.shape[-1]
@@ -658,6 +703,8 @@ class OpenCLBackend(Backend):
         return y
 
     def rms_norm(self, x, weight, eps):
+        if self.rt.deferred is not None:
+            self._flush()
         x = self._c(x)
         d = x.shape[-1]
         rows = x.size // d if d else 0
@@ -669,6 +716,8 @@ class OpenCLBackend(Backend):
         return y
 
     def add_rms_norm(self, x, residual, weight, eps):
+        if self.rt.deferred is not None:
+            self._flush()
         x, residual = self._c(x), self._c(residual)
         d = x.shape[-1]
         rows = x.size // d if d else 0
@@ -690,13 +739,34 @@ class OpenCLBackend(Backend):
         if pos.shape != (t,) or 2 * inv.shape[0] > d:
             raise BadRequestError(f"rope: positions {pos.shape} / inv_freq {inv.shape} do not fit x {x.shape}")
         y = self._empty(x.shape)
-        n = t * h * d
-        if n:
-            p, f = self._const(pos), self._const(inv)
-            stride, off = (x.stride, x.offset) if x.kind == 1 else (h * d, 0)
-            with self._lock:
-                self._k_rope(self.queue, (_round_up(n, 256),), (256,), x.buf, y.buf, p.buf, f.buf, d, inv.shape[0],
-                             float(scale), int(style == "interleaved"), h * d, n, stride, off)
+        hd = h * d
+        if not t * hd:
+            return y
+        p, f = self._const(pos), self._const(inv)
+        stride, off = (x.stride, x.offset) if x.kind == 1 else (hd, 0)
+        half, scale, inter = inv.shape[0], float(scale), int(style == "interleaved")
+        q = self.queue
+        with self._lock:
+            held = self.rt.deferred
+            if held is not None:
+                if held[0] == "rope" and held[2] == (x.buf, stride, off, p, f, d, half, scale, inter, t):
+                    self.rt.deferred = None  # the keys right after the queries: one launch for both
+                    y0, hd0 = held[3]
+                    n = t * (hd0 + hd)
+                    self._k_rope(q, (_round_up(n, 256),), (256,), x.buf, y0, y.buf, p.buf, f.buf, d, half, scale,
+                                 inter, hd0, hd, n, stride, off - hd0)
+                    return y
+                self._flush()
+
+            def launch(x=x.buf, y=y.buf):
+                n = t * hd
+                self._k_rope(q, (_round_up(n, 256),), (256,), x, y, y, p.buf, f.buf, d, half, scale, inter, hd, 0, n,
+                             stride, off)
+            if x.kind == 1:  # a column view: the keys may follow from the next columns
+                self.rt.deferred = ("rope", launch, (x.buf, stride, off + hd, p, f, d, half, scale, inter, t),
+                                    (y.buf, hd))
+            else:
+                launch()
         return y
 
     def _attention_kernel(self, d: int, dv: int, bq: int):
@@ -725,6 +795,8 @@ class OpenCLBackend(Backend):
         return hit
 
     def attention(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale, causal=False, window=None):
+        if self.rt.deferred is not None:
+            self._flush()
         tq, hq, d = q.shape
         tk, hkv, dk = k.shape
         dv = v.shape[2]
@@ -800,6 +872,8 @@ class OpenCLBackend(Backend):
         return self._counter_buf
 
     def softmax(self, x):
+        if self.rt.deferred is not None:
+            self._flush()
         x = self._c(x)
         d = x.shape[-1]
         rows = x.size // d if d else 0

@@ -102,3 +102,32 @@ def test_lazy_views_read_in_place_match_copies(backend):
 
     for got, want in zip(run(backend), run(ref)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_paired_launches_match_the_reference(backend, interleave):
+    # RoPE of queries then keys (columns of one QKV output) and the key write then the value write of
+    # a KV cache each go out as one launch; with another op between them, as two
+    rng = np.random.default_rng(4)
+    t, hq, hkv, d = 3, 4, 2, 8
+    qkv = rng.standard_normal((t, (hq + 2 * hkv) * d)).astype(np.float32)
+    kpool, vpool = rng.standard_normal((2, 10, hkv * d)).astype(np.float32)
+    pos = np.array([5, 6, 9], np.int32)
+    inv = (1.0 / 10000 ** (np.arange(0, d, 2, dtype=np.float32) / d)).astype(np.float32)
+    slots = np.array([7, 2, 4], np.int32)
+
+    def run(b):
+        q, k, v = b.split(b.upload(qkv), (hq * d, hkv * d, hkv * d))
+        qr = b.rope(b.view(q, (t, hq, d)), pos, inv, "neox", 1.0)
+        extra = b.add(v, v) if interleave else None
+        kr = b.rope(b.view(k, (t, hkv, d)), pos, inv, "neox", 1.0)
+        kp, vp = b.upload(kpool), b.upload(vpool)
+        b.scatter_rows(kp, slots, b.view(kr, (t, hkv * d)))
+        if interleave:
+            extra = b.add(extra, v)
+        b.scatter_rows(vp, slots, v)
+        out = [qr, kr, kp, vp] + ([extra] if interleave else [])
+        return [b.download(o) for o in out]
+
+    for got, want in zip(run(backend), run(NumpyBackend())):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)

@@ -44,13 +44,17 @@ __kernel void gather_rows(__global const uint* x, __global const int* rows, __gl
     if (c < d && t < t_count) y[(size_t)t * d + c] = x[(size_t)rows[t] * d + c];
 }
 
-__kernel void scatter_rows(__global float* dst, __global const int* rows, __global const float* src,
-                           const int d, const int t_count, const int accumulate, const int src_stride,
-                           const int src_off) {
-    int c = get_global_id(0), t = get_global_id(1);
+// dst_p[rows[t]] (+)= src_p[t] for p = get_global_id(2): one pair, or two sharing rows (the keys and
+// values of a KV-cache write) in one launch; src may be a column view (row stride, offset)
+__kernel void scatter_rows(__global float* dst0, __global float* dst1, __global const int* rows,
+                           __global const float* src0, __global const float* src1, const int d,
+                           const int t_count, const int accumulate, const int s0_stride, const int s0_off,
+                           const int s1_stride, const int s1_off) {
+    int c = get_global_id(0), t = get_global_id(1), p = get_global_id(2);
     if (c >= d || t >= t_count) return;
+    __global float* dst = p ? dst1 : dst0;
     size_t o = (size_t)rows[t] * d + c;
-    float v = src[(size_t)t * src_stride + src_off + c];
+    float v = p ? src1[(size_t)t * s1_stride + s1_off + c] : src0[(size_t)t * s0_stride + s0_off + c];
     dst[o] = accumulate ? dst[o] + v : v;
 }
 
@@ -153,25 +157,30 @@ void softmax(__global const float* x, __global float* y, const int d) {
 
 // RoPE of x [t, h, d]: the first 2*half dims rotate (neox: halves; interleaved: pairs), the rest
 // pass through. Angles are positions * inv_freq in float32, as the reference computes them.
-__kernel void rope(__global const float* x, __global float* y, __global const int* pos,
-                   __global const float* inv_freq, const int d, const int half_rot,
-                   const float scale, const int interleaved, const int hd, const int n,
-                   const int x_stride, const int x_off) {
+// x may be a column view (rows x_stride apart from x_off). Two tensors side by side in x (the
+// queries and keys of a fused QKV projection: hd0 and hd1 values per token) rotate in one launch
+// into y0 and y1; hd1 = 0 for one.
+__kernel void rope(__global const float* x, __global float* y0, __global float* y1, __global const int* pos,
+                   __global const float* inv_freq, const int d, const int half_rot, const float scale,
+                   const int interleaved, const int hd0, const int hd1, const int n, const int x_stride,
+                   const int x_off) {
     int i = get_global_id(0);
     if (i >= n) return;
-    int c = i % d;
-    int t = i / hd;
-    x += (size_t)t * x_stride + x_off - (size_t)t * hd;  // x may be a column view: rows x_stride apart
-    float v = x[i];
+    int hd = hd0 + hd1;
+    int t = i / hd, cc = i % hd;
+    int c = cc % d;
+    __global const float* xr = x + (size_t)t * x_stride + x_off;
+    float v = xr[cc];
     if (c < 2 * half_rot) {
         int f, partner;
         float sign;
-        if (interleaved) { f = c >> 1; partner = (c & 1) ? i - 1 : i + 1; sign = (c & 1) ? 1.0f : -1.0f; }
-        else if (c < half_rot) { f = c; partner = i + half_rot; sign = -1.0f; }
-        else { f = c - half_rot; partner = i - half_rot; sign = 1.0f; }
+        if (interleaved) { f = c >> 1; partner = (c & 1) ? cc - 1 : cc + 1; sign = (c & 1) ? 1.0f : -1.0f; }
+        else if (c < half_rot) { f = c; partner = cc + half_rot; sign = -1.0f; }
+        else { f = c - half_rot; partner = cc - half_rot; sign = 1.0f; }
         float a = (float)pos[t] * inv_freq[f];
         float cs = cos(a) * scale, sn = sin(a) * scale;
-        v = v * cs + sign * x[partner] * sn;
+        v = v * cs + sign * xr[partner] * sn;
     }
-    y[i] = v;
+    if (cc < hd0) y0[(size_t)t * hd0 + cc] = v;
+    else y1[(size_t)t * hd1 + cc - hd0] = v;
 }
