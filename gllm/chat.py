@@ -96,7 +96,8 @@ class ChatCompletions:
         request = engine.make_request(ids, params)
         rid, created = new_id("chatcmpl"), int(time.time())
         if stream:
-            return Stream(self._chunks(engine, request, loaded, model, rid, created, usage_chunk))
+            return Stream(self._chunks(engine, request, loaded, model, rid, created, usage_chunk),
+                          engine=engine, requests=[request])
         states, prompt_tokens, completion_tokens = run_requests(engine, [request], params.n)
         choices = [Choice(index=i, message=ChatCompletionMessage(content="".join(s.text)),
                           finish_reason=s.finish_reason,

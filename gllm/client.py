@@ -100,6 +100,19 @@ class Embeddings:
         return RequestBuilder(self.create, self.FIELDS, **fields)
 
 
+def rerank_response(model: str, documents, texts, scores, tokens: int, top_n: int | None,
+                    return_documents: bool) -> RerankResponse:
+    """Scores in input order → the Cohere / Jina response (the HTTP server answers with it too)."""
+    results = []
+    for i in rr.ranking(scores, top_n):
+        doc = None
+        if return_documents:
+            doc = dict(documents[i]) if isinstance(documents[i], dict) else {"text": texts[i]}
+        results.append(RerankResult(index=i, relevance_score=float(scores[i]), document=doc))
+    return RerankResponse(id=f"rerank-{uuid.uuid4().hex}", results=results, model=model,
+                          usage=RerankUsage(tokens, tokens))
+
+
 class Rerank:
     FIELDS = ("model", "query", "documents", "top_n", "return_documents", "raw_scores")
 
@@ -125,14 +138,7 @@ class Rerank:
         top_n = rr.check_top_n(top_n)
         loaded = self._client.load(model)
         scores, tokens = rr.score_documents(loaded, query, texts, raw_scores=bool(raw_scores))
-        results = []
-        for i in rr.ranking(scores, top_n):
-            doc = None
-            if return_documents:
-                doc = dict(documents[i]) if isinstance(documents[i], dict) else {"text": texts[i]}
-            results.append(RerankResult(index=i, relevance_score=float(scores[i]), document=doc))
-        return RerankResponse(id=f"rerank-{uuid.uuid4().hex}", results=results, model=model,
-                              usage=RerankUsage(tokens, tokens))
+        return rerank_response(model, documents, texts, scores, tokens, top_n, return_documents)
 
     def builder(self, **fields) -> RequestBuilder:
         return RequestBuilder(self.create, self.FIELDS, **fields)

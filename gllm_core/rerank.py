@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import attrs
 import numpy as np
 
 from .batching import length_batches
@@ -92,45 +93,74 @@ def _tokenizer(loaded: LoadedModel):
     return loaded.tokenizer
 
 
-def score_documents(loaded: LoadedModel, query: str, texts: Sequence[str], *, raw_scores: bool = False,
-                    batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, int]:
-    """The relevance score of each text, in input order, and the number of tokens read."""
+@attrs.frozen
+class EncodedRerank:
+    """One rerank request, tokenised and checked, before any forward pass: for a cross-encoder one
+    (query, document) pair per document, for cosine rerank the query and then each document."""
+
+    kind: str
+    seqs: list
+    raw_scores: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids, _ in self.seqs)
+
+
+def encode_request(loaded: LoadedModel, query: str, texts: Sequence[str], *, raw_scores: bool = False
+                   ) -> EncodedRerank:
+    """Tokenise a request the way its model reranks; a query too long for the model is refused here."""
     kind = rerank_kind(loaded)
     tokenizer = _tokenizer(loaded)
     limit = _limit(loaded)
     if kind == "cross-encoder":
-        return _cross_encoder_scores(loaded, tokenizer, limit, query, texts, raw_scores, batch_size)
-    return _cosine_scores(loaded, tokenizer, limit, query, texts, batch_size)
-
-
-def _cross_encoder_scores(loaded, tokenizer, limit, query, texts, raw_scores, batch_size):
-    alone = len(tokenizer.encode_pairs([(query, "")], max_length=_NO_LIMIT)[0][0])
-    if limit and alone >= limit:
-        raise BadRequestError(f"query is {alone} tokens long with the pair's special tokens, which leaves no room "
-                              f"for a document within the model's limit of {limit} tokens; shorten the query")
-    if not texts:
-        return np.zeros(0, dtype=np.float32), 0
-    pairs = tokenizer.encode_pairs([(query, t) for t in texts], max_length=limit)
-    logits = np.empty((len(pairs), 1), dtype=np.float32)
-    model = loaded.model
-    for chunk in length_batches([len(ids) for ids, _ in pairs], batch_size, MAX_BATCH_TOKENS):
-        with loaded.lock:
-            logits[chunk] = model.score_pairs([pairs[i][0] for i in chunk], [pairs[i][1] for i in chunk])
-    scores = logits if raw_scores else model.activate(logits)
-    return np.asarray(scores, dtype=np.float32)[:, 0], sum(len(ids) for ids, _ in pairs)
-
-
-def _cosine_scores(loaded, tokenizer, limit, query, texts, batch_size):
+        alone = len(tokenizer.encode_pairs([(query, "")], max_length=_NO_LIMIT)[0][0])
+        if limit and alone >= limit:
+            raise BadRequestError(f"query is {alone} tokens long with the pair's special tokens, which leaves no "
+                                  f"room for a document within the model's limit of {limit} tokens; shorten the query")
+        seqs = tokenizer.encode_pairs([(query, t) for t in texts], max_length=limit) if texts else []
+        return EncodedRerank(kind, seqs, bool(raw_scores))
     (q,) = tokenizer.encode_batch([query], max_length=_NO_LIMIT)
     if limit and len(q[0]) > limit:
         raise BadRequestError(f"query is {len(q[0])} tokens long, over the model's limit of {limit} tokens; "
                               "the query is never truncated: shorten it")
-    if not texts:
-        return np.zeros(0, dtype=np.float32), 0
-    docs = tokenizer.encode_batch(list(texts))
-    vectors = embed_sequences(loaded, [q] + docs, batch_size).astype(np.float64)
+    return EncodedRerank(kind, ([q] + tokenizer.encode_batch(list(texts))) if texts else [], bool(raw_scores))
+
+
+def score_encoded(loaded: LoadedModel, requests: Sequence[EncodedRerank], batch_size: int = BATCH_SIZE
+                  ) -> list[np.ndarray]:
+    """The scores of each request, in document order. Several requests to one model run together,
+    in one set of length-sorted batches (the server merges concurrent requests this way)."""
+    flat = [seq for r in requests for seq in r.seqs]
+    if not flat:
+        return [np.zeros(0, dtype=np.float32) for _ in requests]
+    out, start = [], 0
+    if requests[0].kind == "cross-encoder":
+        model = loaded.model
+        logits = np.empty((len(flat), 1), dtype=np.float32)
+        for chunk in length_batches([len(ids) for ids, _ in flat], batch_size, MAX_BATCH_TOKENS):
+            with loaded.lock:
+                logits[chunk] = model.score_pairs([flat[i][0] for i in chunk], [flat[i][1] for i in chunk])
+        for r in requests:
+            part = logits[start:start + len(r.seqs)]
+            start += len(r.seqs)
+            scores = part if r.raw_scores or not len(part) else model.activate(part)
+            out.append(np.asarray(scores, dtype=np.float32)[:, 0])
+        return out
+    vectors = embed_sequences(loaded, flat, batch_size).astype(np.float64)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return (vectors[1:] @ vectors[0]).astype(np.float32), sum(len(ids) for ids, _ in [q] + docs)
+    for r in requests:
+        part = vectors[start:start + len(r.seqs)]
+        start += len(r.seqs)
+        out.append((part[1:] @ part[0]).astype(np.float32) if len(part) else np.zeros(0, dtype=np.float32))
+    return out
+
+
+def score_documents(loaded: LoadedModel, query: str, texts: Sequence[str], *, raw_scores: bool = False,
+                    batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, int]:
+    """The relevance score of each text, in input order, and the number of tokens read."""
+    encoded = encode_request(loaded, query, texts, raw_scores=raw_scores)
+    return score_encoded(loaded, [encoded], batch_size)[0], encoded.tokens
 
 
 def ranking(scores: np.ndarray, top_n: int | None) -> list[int]:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -150,6 +151,92 @@ def test_waiting_requests_merge_into_one_batch(server, api, minilm):
     for t, r in zip(texts, results):
         alone = api.embeddings.create(model=minilm, input=t)
         np.testing.assert_allclose(r.data[0].embedding, alone.data[0].embedding, atol=1e-5)
+
+
+# -- rerank ---------------------------------------------------------------------------------------
+
+CROSS_ENCODER_DIR = Path(__file__).resolve().parents[1] / "plugins" / "arch_bert" / "tests" / "fixtures" / "tiny-bert-cls1"
+DOCS = ["A kitten sleeps on the sofa.", "Stock prices fell.", {"text": "Cats purr when happy.", "id": 7},
+        "The weather is nice today."]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(client):
+    if client.store.get("tiny-cross-encoder") is None:
+        client.store.import_path(CROSS_ENCODER_DIR, "tiny-cross-encoder")
+    return "tiny-cross-encoder"
+
+
+@pytest.fixture(scope="module")
+def rerank_server(client, minilm, cross_encoder):
+    app = create_app([minilm, cross_encoder], client=client)
+    with running(app) as url:
+        yield url, app, openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def _rerank(api, path="/rerank", **body):
+    """POST through the openai client (it has no rerank method, but sends any route)."""
+    return api.post(path, body=body, cast_to=object)
+
+
+@pytest.mark.parametrize("which", ["minilm", "cross_encoder"])
+def test_rerank_equals_the_sdk(rerank_server, client, which, request):
+    _, _, api = rerank_server
+    model = request.getfixturevalue(which)
+    want = client.rerank.create(model=model, query="a cat", documents=DOCS, top_n=3)
+    got = _rerank(api, model=model, query="a cat", documents=DOCS, top_n=3)
+    assert [r["index"] for r in got["results"]] == [r.index for r in want.results]
+    np.testing.assert_allclose([r["relevance_score"] for r in got["results"]],
+                               [r.relevance_score for r in want.results], atol=1e-6)
+    assert [r["document"] for r in got["results"]] == [r.document for r in want.results]
+    assert got["results"][[r["index"] for r in got["results"]].index(2)]["document"] == {"text": "Cats purr when happy.",
+                                                                                         "id": 7}
+    assert got["model"] == model and got["usage"]["total_tokens"] == want.usage.total_tokens
+    url, _, _ = rerank_server
+    plain = httpx.post(url + "/rerank", json=dict(model=model, query="a cat", documents=DOCS, return_documents=False),
+                       timeout=60).json()  # Jina's and Cohere's path without the /v1
+    assert len(plain["results"]) == 4 and all(r["document"] is None for r in plain["results"])
+
+
+def test_concurrent_reranks_merge_and_each_equal_alone(rerank_server, client, cross_encoder):
+    _, app, api = rerank_server
+    served = app.state.gllm.models[cross_encoder]
+    queries = [f"query {i} about {'cats' if i % 2 else 'money'}" for i in range(8)]
+    alone = [client.rerank.create(model=cross_encoder, query=q, documents=DOCS, return_documents=False)
+             for q in queries]
+    batcher = served.reranker
+    before = batcher.batches_run
+    pool = ThreadPoolExecutor(len(queries))
+    with served.loaded.lock:  # the model is busy: every request waits
+        futures = [pool.submit(_rerank, api, model=cross_encoder, query=q, documents=DOCS, return_documents=False)
+                   for q in queries]
+        deadline = time.monotonic() + 60
+        while not (batcher.running and batcher.running + batcher.pending == len(queries)):
+            assert time.monotonic() < deadline, (batcher.running, batcher.pending)
+            time.sleep(0.01)
+        waiting = batcher.pending
+    results = [f.result(timeout=60) for f in futures]
+    pool.shutdown()
+    assert batcher.batches_run - before == 1 + (waiting > 0)
+    for want, got in zip(alone, results):
+        assert [r["index"] for r in got["results"]] == [r.index for r in want.results]
+        np.testing.assert_allclose([r["relevance_score"] for r in got["results"]],
+                                   [r.relevance_score for r in want.results], atol=1e-5)
+
+
+def test_rerank_bad_requests(rerank_server, minilm, cross_encoder):
+    url, _, api = rerank_server
+    post = lambda body: httpx.post(url + "/v1/rerank", json=body, timeout=60)  # noqa: E731
+    _assert_error(post({"model": minilm, "documents": ["a"]}), 400, "missing_required_parameter", "query")
+    _assert_error(post({"model": minilm, "query": "q"}), 400, "missing_required_parameter", "documents")
+    _assert_error(post({"model": minilm, "query": "", "documents": ["a"]}), 400, param="query")
+    _assert_error(post({"model": minilm, "query": "q", "documents": "a"}), 400, "invalid_type", "documents")
+    _assert_error(post({"model": minilm, "query": "q", "documents": [{"title": "x"}]}), 400, param="documents")
+    _assert_error(post({"model": minilm, "query": "q", "documents": ["a"], "top_n": 0}), 400, "invalid_value",
+                  "top_n")
+    _assert_error(post({"model": "nope", "query": "q", "documents": ["a"]}), 404, "model_not_found", "model")
+    with pytest.raises(openai.BadRequestError):
+        _rerank(api, model=cross_encoder, query="word " * 600, documents=["a"])
 
 
 # -- bad requests --------------------------------------------------------------------------------

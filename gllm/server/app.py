@@ -159,7 +159,7 @@ def create_app(models: Sequence[str], *, client=None, backend: str = "auto", lim
     set, is required on every route but ``/health``."""
     from gllm import Client
 
-    from . import completions, embeddings
+    from . import completions, embeddings, rerank
 
     names = list(models)
     if not names:
@@ -174,6 +174,7 @@ def create_app(models: Sequence[str], *, client=None, backend: str = "auto", lim
     state = ServerState(client=client, models=served, limits=limits, api_key=api_key, executor=executor)
     for model in served.values():
         embeddings.attach(model, state)
+        rerank.attach(model, state)
         completions.attach(model, state)
 
     @contextlib.asynccontextmanager
@@ -196,6 +197,7 @@ def create_app(models: Sequence[str], *, client=None, backend: str = "auto", lim
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         *embeddings.routes(),
+        *rerank.routes(),
         *completions.routes(),
     ]
     app = Starlette(

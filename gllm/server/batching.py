@@ -22,6 +22,7 @@ from .errors import unavailable
 class _Job:
     items: Sequence[Any]
     future: asyncio.Future
+    weight: int  # inputs it adds to a batch
 
 
 class MicroBatcher:
@@ -63,10 +64,11 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
 
-    async def submit(self, items: Sequence[Any]) -> list[Any]:
+    async def submit(self, items: Sequence[Any], weight: int | None = None) -> list[Any]:
+        """``run``'s results for ``items``; ``weight`` (default: one per item) counts toward ``max_batch``."""
         if self._closed or self._task is None:
             raise unavailable("the server is shutting down")
-        job = _Job(items, asyncio.get_running_loop().create_future())
+        job = _Job(items, asyncio.get_running_loop().create_future(), len(items) if weight is None else weight)
         self._pending.append(job)
         self._wake.set()
         return await job.future
@@ -78,10 +80,10 @@ class MicroBatcher:
             if job.future.done():  # its client went away while it waited
                 self._pending.popleft()
                 continue
-            if jobs and size + len(job.items) > self._max_batch:
+            if jobs and size + job.weight > self._max_batch:
                 break
             jobs.append(self._pending.popleft())
-            size += len(job.items)
+            size += job.weight
         return jobs
 
     async def _work(self) -> None:
