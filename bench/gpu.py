@@ -184,6 +184,56 @@ def profile_decode(model, cfg):
     cache.free()
 
 
+TRACE: list = []
+
+
+def install_trace():
+    """Record every kernel launch's event (the queue keeps timestamps with GLLM_OPENCL_PROFILE=1)."""
+    os.environ["GLLM_OPENCL_PROFILE"] = "1"
+    from gllm_backend_opencl import backend as cl_backend
+
+    make = cl_backend._Runtime.kernel
+
+    class Traced:
+        def __init__(self, k, name):
+            self.k, self.name = k, name
+
+        def __call__(self, *args, **kwargs):
+            evt = self.k(*args, **kwargs)
+            TRACE.append((self.name, evt))
+            return evt
+
+        def __getattr__(self, attr):
+            return getattr(self.k, attr)
+
+    def kernel(rt, program, name, scalar_types):
+        return Traced(make(rt, program, name, scalar_types), name)
+
+    cl_backend._Runtime.kernel = kernel
+
+
+def trace_decode(model, steps=4):
+    """GPU time per decode step by kernel, from the launches' event timestamps."""
+    cache = model.new_cache()
+    model.forward([list(range(128))], [cache])
+    model.forward([[1]], [cache])
+    TRACE.clear()
+    for i in range(steps):
+        model.forward([[i + 2]], [cache])
+    per = {}
+    for name, evt in TRACE:
+        dt = (evt.profile.end - evt.profile.start) * 1e-9
+        n, t = per.get(name, (0, 0.0))
+        per[name] = (n + 1, t + dt)
+    busy = sum(t for _, t in per.values())
+    span = (TRACE[-1][1].profile.end - TRACE[0][1].profile.start) * 1e-9
+    log(f"\ntrace of {steps} decode steps: kernels busy {busy / steps * 1e3:.2f} ms/step, first start to last end "
+        f"{span / steps * 1e3:.2f} ms/step")
+    for name, (n, t) in sorted(per.items(), key=lambda kv: -kv[1][1]):
+        log(f"  {name:18s} {n // steps:4d} launches/step  {t / steps * 1e3:7.3f} ms/step  {t / n * 1e6:7.1f} us each")
+    cache.free()
+
+
 def gllm_logits(model, prompt) -> np.ndarray:
     cache = model.new_cache()
     out = np.asarray(model.forward([prompt], [cache]))[0]
@@ -373,7 +423,7 @@ def bench_gemm(backend, mats, rng, h, f):
                 dt = _time(backend, lambda: backend.linear(x[m.cols], m), reps=5)
                 row.append(f"{name} {2 * 1024 * m.rows * m.cols / dt / 1e12:6.1f}")
             log(f"  mma {variant:5s} {prec:5s}: " + "  ".join(row) + f"   [{backend.mma_status}]")
-    backend.precision, backend.mma_variant = "exact", "x16-4"
+    backend.precision, backend.mma_variant = "exact", None
     os.environ["GLLM_OPENCL_MMA"] = "0"
     backend._mma_kernels.clear()
     m = mats["gate_up"]
@@ -422,10 +472,13 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--profile", action="store_true", help="profile the host side of 16 decode steps")
+    ap.add_argument("--trace", action="store_true", help="GPU time of each kernel in decode steps (then stop)")
     ap.add_argument("--variant", default=None, help="matrix-unit GEMM variant (x16-2, x16-4, f32x)")
     args = ap.parse_args(argv)
     cfg = TINY if args.tiny else QWEN25_7B
 
+    if args.trace:
+        install_trace()
     from gllm_backend_opencl.backend import OpenCLBackend
 
     backend = OpenCLBackend(precision=args.precision)
@@ -449,6 +502,9 @@ def main(argv=None):
     model, how = build_gllm(cfg, weights, backend)
     backend.queue.finish()
     log(f"gllm model built with {how} in {time.perf_counter() - t0:.1f} s")
+    if args.trace:
+        trace_decode(model)
+        return 0
     ours = bench_gllm(model, cfg, args)
     results["gllm"] = ours
     log(f"gllm: {json.dumps({k: round(v, 3) for k, v in ours.items() if not isinstance(v, list)})}  "

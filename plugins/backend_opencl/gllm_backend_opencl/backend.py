@@ -123,7 +123,9 @@ class _Runtime:
         self.info = info
         self.device = device
         self.ctx = cl.Context([device])
-        self.queue = cl.CommandQueue(self.ctx)
+        profile = os.environ.get("GLLM_OPENCL_PROFILE") == "1"  # event timestamps, for bench/gpu.py --trace
+        self.queue = cl.CommandQueue(
+            self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE if profile else 0)
         self.pool = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(self.queue))
         self.lock = threading.RLock()
         # a launch held back one op, to be fused with its partner if that comes next (RoPE of the
@@ -175,6 +177,8 @@ MMA_VARIANTS = {
     "x16-2": (2, 2, 2, 8, 32), "x16-4": (4, 2, 2, 8, 32), "x16-4k64": (4, 2, 2, 8, 64),
     "x16-w64": (2, 2, 4, 8, 32), "x16-w64k64": (2, 2, 4, 8, 64), "x16-8x1": (2, 4, 4, 4, 32),
 }
+# measured on an H200 (bench/gpu.py --kernels gemm): k steps of 64 pay off only with one 16-bit x
+MMA_DEFAULT = {"exact": "x16-4", "fast": "x16-4k64"}
 
 
 class OpenCLBackend(Backend):
@@ -227,7 +231,7 @@ class OpenCLBackend(Backend):
         self._gemm_kernels: dict = {}
         self._mma_kernels: dict = {}
         self.mma_status = "not tried"
-        self.mma_variant = "x16-4"  # or "x16-2" (64-row tiles), "f32x" (x converted per tile)
+        self.mma_variant = None  # a key of MMA_VARIANTS, or None: the fastest measured for the precision
         # matrix-vector shape: LANES work-items per row group, WARPS groups, RPT rows per group
         self.gemv_lanes, self.gemv_warps = 32, 4
         self.gemv_rpt = {1: 1, 2: 1, 4: 2, 8: 2}
@@ -509,7 +513,8 @@ class OpenCLBackend(Backend):
     def _mma(self, code: int):
         """A launcher of the matrix-unit GEMM for this weight type, or None where it cannot run
         (each launcher is checked once against the host on a small product before it is trusted)."""
-        key = (code, self.precision, self.mma_variant)
+        variant = self.mma_variant or MMA_DEFAULT[self.precision]
+        key = (code, self.precision, variant)
         if key in self._mma_kernels:
             return self._mma_kernels[key]
         run = None
@@ -523,7 +528,7 @@ class OpenCLBackend(Backend):
         else:
             split = int(self.precision == "exact")
             try:
-                run = self._mma_launcher(code, split, self.mma_variant)
+                run = self._mma_launcher(code, split, variant)
                 self.mma_status = self._check_mma(run, code)
                 if self.mma_status != "ok":
                     run = None
