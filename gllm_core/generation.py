@@ -349,14 +349,16 @@ class Engine:
         for seq in seqs:
             text, seq.step_text = seq.step_text, ""
             new_tokens, seq.step_tokens = tuple(seq.step_tokens), []
-            emitted = seq.stops.emitted if seq.detok is not None else seq.decoded + 1
-            if seq.finished:
+            if seq.detok is None:  # no tokenizer, no text: every token goes out at once
+                released, seq.held = seq.held, []
+            elif seq.finished:
                 # tokens wholly inside a cut-off stop string are not part of the answer
-                released = [t for t in seq.held if t.text_offset < emitted] if seq.stops.stopped else seq.held
+                released = [t for t in seq.held if t.text_offset < seq.stops.emitted] if seq.stops.stopped \
+                    else seq.held
                 seq.held = []
             else:  # a token goes out with its first characters, so a stream adds up to the whole
                 n = 0
-                while n < len(seq.held) and seq.held[n].text_offset < emitted:
+                while n < len(seq.held) and seq.held[n].text_offset < seq.stops.emitted:
                     n += 1
                 released, seq.held = seq.held[:n], seq.held[n:]
             if not (text or new_tokens or released or seq.finished):

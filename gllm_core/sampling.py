@@ -23,6 +23,8 @@ from .errors import BadRequestError
 MAX_TOP_LOGPROBS = 20
 MAX_STOP_STRINGS = 16
 MAX_N = 128
+_NEGLIGIBLE_NATS = 40.0
+_TOP_P_FIRST_TRY = 1024
 
 
 def _is_int(value) -> bool:
@@ -174,20 +176,29 @@ def warp(scores: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.nda
 
     Returns the surviving token ids and their scaled scores (everything else has probability 0)."""
     x = scores / params.temperature
-    ids = np.arange(x.shape[0])
+    # tokens more than 40 nats below the best weigh < 4e-18 each (< 1e-12 together for any vocabulary):
+    # leaving them out changes no probability visibly and spares sorting the whole vocabulary
+    ids = np.flatnonzero(x >= x.max() - _NEGLIGIBLE_NATS)
+    x = x[ids]
     if params.top_k > 0 and params.top_k < x.shape[0]:
         kth = np.partition(x, x.shape[0] - params.top_k)[x.shape[0] - params.top_k]
         keep = x >= kth  # ties with the k-th score stay, as in TopKLogitsWarper
         ids, x = ids[keep], x[keep]
     if params.top_p < 1:
-        order = np.argsort(x, kind="stable")  # ascending, as TopPLogitsWarper
-        p = np.exp(x[order] - x[order[-1]])
-        cumulative = np.cumsum(p / p.sum())
+        p = np.exp(x - x.max())
+        total = p.sum()
+        sub = np.arange(x.shape[0])
+        if x.shape[0] > 2 * _TOP_P_FIRST_TRY:  # the nucleus usually lies in the best few: sort only those
+            best = np.argpartition(-x, _TOP_P_FIRST_TRY - 1)[:_TOP_P_FIRST_TRY]
+            if p[best].sum() > total * (params.top_p + 1e-9):
+                sub = best
+        order = sub[np.argsort(x[sub], kind="stable")]  # ascending, as TopPLogitsWarper
+        # the mass at or below each token; tokens outside ``sub`` all lie below
+        cumulative = (total - p[sub].sum() + np.cumsum(p[order])) / total
         remove = cumulative <= 1 - params.top_p
         remove[-1] = False  # keep at least the best token
-        keep = np.ones(x.shape[0], dtype=bool)
-        keep[order[remove]] = False
-        ids, x = ids[keep], x[keep]
+        kept = order[~remove]
+        ids, x = ids[kept], x[kept]
     if params.min_p > 0:
         p = np.exp(x - x.max())
         keep = p >= params.min_p  # p / p_max >= min_p, as MinPLogitsWarper

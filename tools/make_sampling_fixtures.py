@@ -33,6 +33,8 @@ CASES = [
     dict(temperature=0.9, repetition_penalty=0.8, top_k=25, top_p=0.8, min_p=0.01),
     dict(temperature=2.0, top_k=1),
     dict(temperature=1.0, top_p=0.999),
+    dict(temperature=1.2, top_p=0.9, vocab=6000),  # large vocabularies: nucleus of 517 found among the best 1024
+    dict(temperature=1.5, top_p=0.95, min_p=0.001, vocab=6000),  # ... and one that is not (the full sort)
 ]
 
 
@@ -40,8 +42,9 @@ def main() -> None:
     rng = np.random.default_rng(20240605)
     arrays: dict[str, np.ndarray] = {}
     for i, case in enumerate(CASES):
-        logits = (rng.standard_normal(VOCAB) * 3).astype(np.float32)
-        history = rng.integers(0, VOCAB, size=30)
+        vocab = case.pop("vocab", VOCAB)
+        logits = (rng.standard_normal(vocab) * 3).astype(np.float32)
+        history = rng.integers(0, vocab, size=30)
         procs = LogitsProcessorList()
         if case.get("repetition_penalty", 1.0) != 1.0:
             procs.append(RepetitionPenaltyLogitsProcessor(case["repetition_penalty"]))
@@ -56,7 +59,7 @@ def main() -> None:
         arrays[f"logits_{i}"] = logits
         arrays[f"history_{i}"] = history
         arrays[f"scores_{i}"] = scores.astype(np.float32)
-    arrays["cases"] = np.array(json.dumps(CASES))
+    arrays["cases"] = np.array(json.dumps(CASES))  # (without "vocab": the logits say it)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **arrays)
     print(f"wrote {OUT} ({len(CASES)} cases)")
