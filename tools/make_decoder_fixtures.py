@@ -39,7 +39,10 @@ Fixtures:
     decoder_sparse_step 2), tiny-qwen3-moe-bf16.
 
 Needs (tools only, never gllm itself): torch, transformers, tokenizers, safetensors.
-Run from the repo root:  python tools/make_decoder_fixtures.py [llama|qwen ...]
+Also writes ``tests/fixtures/rope_reference.json``: transformers' inverse frequencies and attention
+factor for each RoPE type (default, linear, dynamic, yarn, longrope, llama3), for tests/test_rope.py.
+
+Run from the repo root:  python tools/make_decoder_fixtures.py [llama|qwen|rope ...]
 """
 
 from __future__ import annotations
@@ -385,8 +388,59 @@ def make_family(family: str, gen: torch.Generator) -> None:
     print(f"wrote {out.relative_to(ROOT)} ({total / 1024:.0f} KiB)")
 
 
+ROPE_OUT = ROOT / "tests" / "fixtures" / "rope_reference.json"
+
+
+def make_rope_reference() -> None:
+    """inv_freq and attention factor of every RoPE type, from transformers, for tests/test_rope.py:
+    each case is a config.json (transformers' own layout, so both layouts are covered by the
+    fixtures above and this) and the sequence lengths the length-dependent types are asked at."""
+    from transformers import LlamaConfig, Phi3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    base = dict(hidden_size=64, num_attention_heads=4, max_position_embeddings=128)
+    cases = [
+        (LlamaConfig, dict(rope_theta=10000.0)),
+        (LlamaConfig, dict(rope_theta=500000.0, head_dim=64, hidden_size=256)),
+        (LlamaConfig, dict(rope_scaling={"rope_type": "linear", "factor": 2.5})),
+        (LlamaConfig, dict(rope_scaling={"rope_type": "linear", "factor": 2.0}, partial_rotary_factor=0.5)),
+        (LlamaConfig, dict(rope_scaling={"rope_type": "dynamic", "factor": 3.0})),
+        (LlamaConfig, dict(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})),
+        (LlamaConfig, dict(rope_scaling={"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16,
+                                         "beta_fast": 8, "beta_slow": 2, "mscale": 0.707, "mscale_all_dim": 1.0,
+                                         "truncate": False})),
+        (LlamaConfig, dict(rope_scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64,
+                                         "attention_factor": 0.9})),
+        (LlamaConfig, dict(rope_theta=500000.0, head_dim=64, hidden_size=256, max_position_embeddings=131072,
+                           rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
+        (Phi3Config, dict(original_max_position_embeddings=64, max_position_embeddings=256,
+                          rope_scaling={"type": "longrope", "long_factor": [1.0 + i * 0.3 for i in range(8)],
+                                        "short_factor": [1.0 + i * 0.05 for i in range(8)]})),
+    ]
+    out = []
+    for cls, kwargs in cases:
+        config = cls(**{**base, **kwargs})
+        kind = config.rope_parameters["rope_type"]
+        results = []
+        for seq_len in (None, 100, 200, 300):
+            if kind == "default":
+                inv_freq, factor = LlamaRotaryEmbedding.compute_default_rope_parameters(config)
+            else:
+                inv_freq, factor = ROPE_INIT_FUNCTIONS[kind](config, None, seq_len=seq_len)
+            results.append({"seq_len": seq_len, "inv_freq": [float(x) for x in inv_freq.float().numpy()],
+                            "attention_factor": float(factor)})
+        out.append({"config": config.to_dict(), "results": results})
+    ROPE_OUT.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {ROPE_OUT.relative_to(ROOT)} ({len(out)} cases)")
+
+
 def main(argv: list[str]) -> int:
-    families = argv or ["llama", "qwen"]
+    families = argv or ["llama", "qwen", "rope"]
+    if "rope" in families:
+        families = [f for f in families if f != "rope"]
+        make_rope_reference()
     torch.use_deterministic_algorithms(True)
     for family in families:
         if family not in OUT:

@@ -163,3 +163,18 @@ def test_bad_checkpoints_raise_clear_errors():
     with pytest.raises(CorruptFileError, match="v_proj.bias"):
         gllm_arch_qwen.build_qwen2(ModelConfig.from_file(str(FIXTURES / "tiny-qwen2" / "config.json")),
                                    DictWeightSource(q2), backend)
+
+
+def test_sliding_window_from_the_released_config_layout():
+    """Released Qwen2 configs have no layer_types: use_sliding_window + max_window_layers decide."""
+    from gllm_core.decoder import layer_windows
+
+    backend = create_backend(get_registry(), "numpy")
+    config = ModelConfig.from_file(str(FIXTURES / "tiny-qwen2-window" / "config.json"))
+    raw = {k: v for k, v in config.raw.items() if k != "layer_types"}
+    released = ModelConfig.from_dict(raw, path=config.path)
+    assert layer_windows(released) == layer_windows(config) == [None, 8]
+    assert layer_windows(ModelConfig.from_dict(dict(raw, use_sliding_window=False), path=config.path)) == [None, None]
+    lm = gllm_arch_qwen.build_qwen2(released, DictWeightSource(_weights("tiny-qwen2-window")), backend)
+    ref = _ref("tiny-qwen2-window")
+    np.testing.assert_allclose(prompt_logits(lm, _prompt(ref, 3)), ref["logits_3"], atol=1e-4, rtol=0)
