@@ -205,8 +205,8 @@ class OpenCLBackend(Backend):
         self._alloc = rt.pool.allocate
         self._pending: list = []  # non-blocking uploads in flight: their host arrays stay alive
         self._consts: dict = {}
-        red = 1
-        while red * 2 <= min(256, rt.max_group):
+        red = 1  # row kernels' work-group: wide on GPUs (one row of a decode step is one group)
+        while red * 2 <= min(1024 if info.kind == "gpu" else 256, rt.max_group):
             red *= 2
         self.red = red
         # split-K decode attention aims for at least this many work-groups
@@ -793,7 +793,7 @@ class OpenCLBackend(Backend):
             prg = self.rt.program(["attention.cl"], {"D": d, "DV": dv, "BQ": bq, "BK": bk, "NT": nt,
                                                      "MAXS": MAX_SPLITS})
             i = _I32
-            common = [B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i, i, i, i, i, i, i, B, i]
+            common = [B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i, i, i, i, i, i, i, B, i, i]
             attn = self.rt.kernel(prg, "attention", common)
             merge = self.rt.kernel(prg, "attention_split", common[:4] + [B, B] + common[4:] + [B])
             hit = self._attention_kernels[key] = (attn, merge, bq, bk, nt)
@@ -832,7 +832,8 @@ class OpenCLBackend(Backend):
         ks, ko = (k.stride, k.offset) if k.kind == 1 else (hkv * d, 0)
         vs, vo = (v.stride, v.offset) if v.kind == 1 else (hkv * dv, 0)
         args = (bl.buf, cq.buf, ck.buf, float(scale), int(bool(causal)), int(window or 0), hq // hkv, hq, hkv,
-                split_len, tq, qs, qo, ks, ko, vs, vo, cq.buf if rows is None else rows.buf, int(rows is not None))
+                split_len, tq, qs, qo, ks, ko, vs, vo, cq.buf if rows is None else rows.buf, int(rows is not None),
+                int(d % 4 == 0 and dv % 4 == 0 and (ks | ko | vs | vo) % 4 == 0))
         with self._lock:
             if nsplit == 1:
                 attn(self.queue, (nblocks * nt, hkv, 1), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf, *args)

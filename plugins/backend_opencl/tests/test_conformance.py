@@ -131,3 +131,21 @@ def test_paired_launches_match_the_reference(backend, interleave):
 
     for got, want in zip(run(backend), run(NumpyBackend())):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("d", [300, 2500, 9000])  # rows held in registers, and rows longer than that
+def test_long_row_norms(backend, d):
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal((2, d)) * 3 + 1).astype(np.float32)
+    r = rng.standard_normal((2, d)).astype(np.float32)
+    w, bias = (rng.standard_normal((2, d)) * 0.5 + 1).astype(np.float32)
+
+    def run(b):
+        from gllm_core.weights import WeightVector
+        wv, bv = b.prepare_vector(WeightVector("w", w, "f32")), b.prepare_vector(WeightVector("b", bias, "f32"))
+        xs, rs = b.upload(x), b.upload(r)
+        y, h = b.add_rms_norm(xs, rs, wv, 1e-6)
+        return [b.download(o) for o in (b.layer_norm(xs, wv, bv, 1e-5, rs), b.rms_norm(xs, wv, 1e-6), y, h)]
+
+    for got, want in zip(run(backend), run(NumpyBackend())):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -19,7 +19,8 @@ inline void attention_body(__global const float* restrict q, __global const floa
                const int window, const int group, const int hq, const int hkv,
                const int split_len, const int tq, const int q_stride, const int q_off,
                const int k_stride, const int k_off, const int v_stride, const int v_off,
-               __global const int* restrict kv_rows, const int use_rows, __local float (*qs)[D + 1],
+               __global const int* restrict kv_rows, const int use_rows, const int vec4,
+               __local int* krow, __local float (*qs)[D + 1],
                __local float (*ks)[D + 1], __local float (*vs)[DV], __local float (*ps)[BK + 1],
                __local float (*red)[TPR]) {
 
@@ -55,24 +56,43 @@ inline void attention_body(__global const float* restrict q, __global const floa
 
     for (int kb = s_beg; kb < s_end; kb += BK) {
         barrier(CLK_LOCAL_MEM_FENCE);
-        // key rows come straight from the KV cache when kv_rows maps them (no gathered copy)
-        for (int e = tid; e < BK * D; e += NT) {
-            int j = e / D, c = e % D;
-            float val = 0.0f;
-            if (kb + j < s_end) {
-                int row = use_rows ? kv_rows[k0 + kb + j] : k0 + kb + j;
-                val = k[(size_t)row * k_stride + k_off + kvh * D + c];
-            }
-            ks[j][c] = val;
+        // key rows come straight from the KV cache when kv_rows maps them (no gathered copy); the
+        // block's row numbers first, so every element load below is independent of the others
+        for (int j = tid; j < BK; j += NT) {
+            int kp = kb + j;
+            krow[j] = kp < s_end ? (use_rows ? kv_rows[k0 + kp] : k0 + kp) : -1;
         }
-        for (int e = tid; e < BK * DV; e += NT) {
-            int j = e / DV, c = e % DV;
-            float val = 0.0f;
-            if (kb + j < s_end) {
-                int row = use_rows ? kv_rows[k0 + kb + j] : k0 + kb + j;
-                val = v[(size_t)row * v_stride + v_off + kvh * DV + c];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (vec4) {  // rows 16-byte aligned: float4 loads
+#pragma unroll
+            for (int u = 0; u < (BK * D / 4 + NT - 1) / NT; u++) {
+                int e = tid + u * NT;
+                if (e < BK * D / 4) {
+                    int j = e / (D / 4), c = (e % (D / 4)) * 4, row = krow[j];
+                    float4 val = row >= 0 ? *(__global const float4*)(k + (size_t)row * k_stride + k_off + kvh * D + c)
+                                          : (float4)(0.0f);
+                    ks[j][c] = val.x; ks[j][c + 1] = val.y; ks[j][c + 2] = val.z; ks[j][c + 3] = val.w;
+                }
             }
-            vs[j][c] = val;
+#pragma unroll
+            for (int u = 0; u < (BK * DV / 4 + NT - 1) / NT; u++) {
+                int e = tid + u * NT;
+                if (e < BK * DV / 4) {
+                    int j = e / (DV / 4), c = (e % (DV / 4)) * 4, row = krow[j];
+                    float4 val = row >= 0 ? *(__global const float4*)(v + (size_t)row * v_stride + v_off + kvh * DV + c)
+                                          : (float4)(0.0f);
+                    vs[j][c] = val.x; vs[j][c + 1] = val.y; vs[j][c + 2] = val.z; vs[j][c + 3] = val.w;
+                }
+            }
+        } else {
+            for (int e = tid; e < BK * D; e += NT) {
+                int j = e / D, c = e % D, row = krow[j];
+                ks[j][c] = row >= 0 ? k[(size_t)row * k_stride + k_off + kvh * D + c] : 0.0f;
+            }
+            for (int e = tid; e < BK * DV; e += NT) {
+                int j = e / DV, c = e % DV, row = krow[j];
+                vs[j][c] = row >= 0 ? v[(size_t)row * v_stride + v_off + kvh * DV + c] : 0.0f;
+            }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         float s[SPT];
@@ -150,7 +170,8 @@ inline void attention_body(__global const float* restrict q, __global const floa
     __local float ks[BK][D + 1];                                                                 \
     __local float vs[BK][DV];                                                                    \
     __local float ps[BQ][BK + 1];                                                                \
-    __local float red[BQ][TPR];
+    __local float red[BQ][TPR];                                                                  \
+    __local int krow[BK];
 
 __kernel __attribute__((reqd_work_group_size(NT, 1, 1)))
 void attention(__global const float* restrict q, __global const float* restrict k,
@@ -160,11 +181,11 @@ void attention(__global const float* restrict q, __global const float* restrict 
                const int window, const int group, const int hq, const int hkv,
                const int split_len, const int tq, const int q_stride, const int q_off,
                const int k_stride, const int k_off, const int v_stride, const int v_off,
-               __global const int* restrict kv_rows, const int use_rows) {
+               __global const int* restrict kv_rows, const int use_rows, const int vec4) {
     LOCALS
     attention_body(q, k, v, out, out, out, blocks, cu_q, cu_k, scale, causal, window, group, hq, hkv,
-                   split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows,
-                   qs, ks, vs, ps, red);
+                   split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows, vec4,
+                   krow, qs, ks, vs, ps, red);
 }
 
 // The split-K pieces of one (block, KV head) meet here: the last work-group to finish merges them
@@ -178,11 +199,12 @@ void attention_split(__global const float* restrict q, __global const float* res
                      const int window, const int group, const int hq, const int hkv,
                      const int split_len, const int tq, const int q_stride, const int q_off,
                      const int k_stride, const int k_off, const int v_stride, const int v_off,
-                     __global const int* restrict kv_rows, const int use_rows, __global int* counters) {
+                     __global const int* restrict kv_rows, const int use_rows, const int vec4,
+                     __global int* counters) {
     LOCALS
     attention_body(q, k, v, out, part_o, part_ml, blocks, cu_q, cu_k, scale, causal, window, group, hq, hkv,
-                   split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows,
-                   qs, ks, vs, ps, red);
+                   split_len, tq, q_stride, q_off, k_stride, k_off, v_stride, v_off, kv_rows, use_rows, vec4,
+                   krow, qs, ks, vs, ps, red);
     __local int last;
     __local float mw[MAXS * BQ], lw[MAXS * BQ];
     mem_fence(CLK_GLOBAL_MEM_FENCE);

@@ -98,7 +98,11 @@ inline float group_reduce(float v, __local float* scratch, int op) {
     return scratch[0];
 }
 
-// LayerNorm of h = x (+ res) over rows of d; bias optional. One work-group per row.
+// Row norms: one work-group per row. Each work-item keeps its first NPT values of h = x (+ res) in
+// registers between the passes (rows up to NPT * RED long are read once); longer rows re-read.
+#define NPT 8
+
+// LayerNorm of h = x (+ res) over rows of d; bias optional.
 __kernel __attribute__((reqd_work_group_size(RED, 1, 1)))
 void layer_norm(__global const float* x, __global const float* res, __global const float* w,
                 __global const float* b, __global float* y, const int d, const float eps,
@@ -106,16 +110,34 @@ void layer_norm(__global const float* x, __global const float* res, __global con
     __local float scratch[RED];
     size_t base = (size_t)get_group_id(0) * d;
     int lid = get_local_id(0);
+    float hv[NPT];
     float s = 0.0f;
-    for (int c = lid; c < d; c += RED) s += x[base + c] + (has_res ? res[base + c] : 0.0f);
+#pragma unroll
+    for (int u = 0; u < NPT; u++) {
+        int c = lid + u * RED;
+        float h = c < d ? x[base + c] + (has_res ? res[base + c] : 0.0f) : 0.0f;
+        hv[u] = h;
+        s += h;
+    }
+    for (int c = lid + NPT * RED; c < d; c += RED) s += x[base + c] + (has_res ? res[base + c] : 0.0f);
     float mean = group_reduce(s, scratch, 0) / d;
     float q = 0.0f;
-    for (int c = lid; c < d; c += RED) {
+#pragma unroll
+    for (int u = 0; u < NPT; u++) {
+        float h = hv[u] - mean;
+        q += lid + u * RED < d ? h * h : 0.0f;
+    }
+    for (int c = lid + NPT * RED; c < d; c += RED) {
         float h = x[base + c] + (has_res ? res[base + c] : 0.0f) - mean;
         q += h * h;
     }
     float inv = rsqrt(group_reduce(q, scratch, 0) / d + eps);
-    for (int c = lid; c < d; c += RED) {
+#pragma unroll
+    for (int u = 0; u < NPT; u++) {
+        int c = lid + u * RED;
+        if (c < d) y[base + c] = (hv[u] - mean) * inv * w[c] + (has_bias ? b[c] : 0.0f);
+    }
+    for (int c = lid + NPT * RED; c < d; c += RED) {
         float h = x[base + c] + (has_res ? res[base + c] : 0.0f);
         y[base + c] = (h - mean) * inv * w[c] + (has_bias ? b[c] : 0.0f);
     }
@@ -128,16 +150,32 @@ void rms_norm(__global const float* x, __global const float* res, __global const
     __local float scratch[RED];
     size_t base = (size_t)get_group_id(0) * d;
     int lid = get_local_id(0);
+    float hv[NPT];
     float q = 0.0f;
-    for (int c = lid; c < d; c += RED) {
+#pragma unroll
+    for (int u = 0; u < NPT; u++) {
+        int c = lid + u * RED;
+        float h = c < d ? x[base + c] + (has_res ? res[base + c] : 0.0f) : 0.0f;
+        hv[u] = h;
+        q += h * h;
+    }
+    for (int c = lid + NPT * RED; c < d; c += RED) {
         float h = x[base + c] + (has_res ? res[base + c] : 0.0f);
-        if (has_res) h_out[base + c] = h;
         q += h * h;
     }
     float inv = rsqrt(group_reduce(q, scratch, 0) / d + eps);
-    for (int c = lid; c < d; c += RED) {
+#pragma unroll
+    for (int u = 0; u < NPT; u++) {
+        int c = lid + u * RED;
+        if (c < d) {
+            y[base + c] = hv[u] * inv * w[c];
+            if (has_res) h_out[base + c] = hv[u];
+        }
+    }
+    for (int c = lid + NPT * RED; c < d; c += RED) {
         float h = x[base + c] + (has_res ? res[base + c] : 0.0f);
         y[base + c] = h * inv * w[c];
+        if (has_res) h_out[base + c] = h;
     }
 }
 
