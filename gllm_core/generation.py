@@ -192,8 +192,8 @@ class Engine:
             try:
                 self._drain_inbox()
             finally:
-                self._step_lock.release()
-            self._notify()
+                self._release_step_lock()
+        # else the thread holding the lock applies it as it lets go (_release_step_lock)
 
     def has_unfinished(self) -> bool:
         with self._cond:
@@ -210,10 +210,27 @@ class Engine:
     # -- the scheduler -------------------------------------------------------------------------
     def step(self) -> list[SequenceOutput]:
         """One forward pass over the running batch; returns (and queues) what it produced."""
-        with self._step_lock:
-            outputs = self._step_locked()
-        self._notify()
-        return outputs
+        self._step_lock.acquire()
+        try:
+            return self._step_locked()
+        finally:
+            self._release_step_lock()
+
+    def _release_step_lock(self) -> None:
+        """Let go of the engine, first applying cancels that came meanwhile: a cancelled request
+        must free its cache even if no step ever follows (a server shutting down, say)."""
+        while True:
+            self._step_lock.release()
+            self._notify()
+            with self._cond:
+                pending = any(kind == "cancel" for kind, _ in self._inbox)
+            if not pending or not self._step_lock.acquire(blocking=False):
+                return  # nothing to do, or the new holder does it when it lets go
+            try:
+                self._drain_inbox()
+            except BaseException:
+                self._step_lock.release()
+                raise
 
     def _drain_inbox(self) -> None:
         with self._cond:
@@ -412,8 +429,7 @@ class Engine:
                 try:
                     self._step_locked()
                 finally:
-                    self._step_lock.release()
-                self._notify()
+                    self._release_step_lock()
             else:
                 with self._cond:
                     self._cond.wait_for(lambda: any(r.outputs for r in group) or not self._step_lock.locked(),

@@ -276,3 +276,30 @@ def test_a_failing_model_fails_its_requests_without_hanging():
     with pytest.raises(GenerationError, match="non-finite"):
         run(Engine(nan_model), [1], max_tokens=3)
     assert not nan_model.live
+
+
+def test_a_cancel_during_a_step_is_applied_when_that_step_ends():
+    class Paused(ToyLM):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.entered, self.resume = threading.Event(), threading.Event()
+
+        def forward(self, tokens, caches, all_logits=False):
+            if len(self.calls) == 2:
+                self.entered.set()
+                assert self.resume.wait(30)
+            return super().forward(tokens, caches, all_logits)
+
+    model = Paused(V, seed=15)
+    engine = Engine(model)
+    request = engine.add_request([1, 2, 3], SamplingParams(temperature=0, max_tokens=40))
+    engine.step()
+    engine.step()
+    stepper = threading.Thread(target=engine.step)
+    stepper.start()
+    assert model.entered.wait(30)
+    engine.cancel(request.id)  # the step holds the engine: the cancel waits for it, not for a next step
+    model.resume.set()
+    stepper.join(30)
+    assert request.finished and request.outputs[-1].finish_reason == "cancelled"
+    assert not model.live and not engine.has_unfinished()
