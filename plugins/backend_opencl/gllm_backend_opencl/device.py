@@ -24,7 +24,7 @@ class DeviceInfo:
     version: str
 
     def describe(self) -> str:
-        fp16 = "yes" if self.fp16 else "no (f16 weights read with vload_half, computed in f32)"
+        fp16 = "yes" if self.fp16 else "no (f16 weights widened to f32 as they are read)"
         return (f"[{self.index}] {self.name} ({self.kind}, {self.memory / 2**30:.1f} GiB, fp16 {fp16}; "
                 f"{self.platform}, {self.version})")
 
