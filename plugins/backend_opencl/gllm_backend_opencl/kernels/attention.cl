@@ -30,19 +30,14 @@ inline void attention_body(__global const float* restrict q, __global const floa
     const int q0 = cu_q[b], lq = cu_q[b + 1] - q0, k0 = cu_k[b], lk = cu_k[b + 1] - k0;
     const int nrows = lq * group;
 
-    // a loop of known trip count, unrolled: every work-item's loads are in flight together
-#pragma unroll
-    for (int u = 0; u < (BQ * D + NT - 1) / NT; u++) {
-        int e = tid + u * NT;
-        if (e < BQ * D) {
-            int r = e / D, c = e % D, row = row0 + r;
-            float val = 0.0f;
-            if (row < nrows) {
-                int i = row / group, h = kvh * group + row % group;
-                val = q[(size_t)(q0 + i) * q_stride + q_off + h * D + c] * scale;
-            }
-            qs[r][c] = val;
+    for (int e = tid; e < BQ * D; e += NT) {
+        int r = e / D, c = e % D, row = row0 + r;
+        float val = 0.0f;
+        if (row < nrows) {
+            int i = row / group, h = kvh * group + row % group;
+            val = q[(size_t)(q0 + i) * q_stride + q_off + h * D + c] * scale;
         }
+        qs[r][c] = val;
     }
 
     // keys any row of this block may see, then this split's share of them
@@ -252,18 +247,14 @@ void attention_split(__global const float* restrict q, __global const float* res
         for (int s = 0; s < nsplit; s++) mw[s * BQ + r] *= inv;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-    for (int u = 0; u < (BQ * DV + NT - 1) / NT; u++) {
-        int e = tid + u * NT;
+    for (int e = tid; e < BQ * DV; e += NT) {
         int r = e / DV, c = e % DV, row = row0 + r;
-        if (e < BQ * DV && row < nrows) {
-            size_t orow = (size_t)(q0 + row / group) * hq + kvh * group + row % group;
-            float acc = 0.0f;
-#pragma unroll
-            for (int s = 0; s < MAXS; s++)  // guarded rather than bounded: the loads issue together
-                if (s < nsplit) acc += part_o[((size_t)s * rows + orow) * DV + c] * mw[s * BQ + r];
-            out[orow * DV + c] = acc;
-        }
+        if (row >= nrows) continue;
+        size_t orow = (size_t)(q0 + row / group) * hq + kvh * group + row % group;
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < nsplit; s++) acc += part_o[((size_t)s * rows + orow) * DV + c] * mw[s * BQ + r];
+        out[orow * DV + c] = acc;
     }
     if (tid == 0) counters[slot] = 0;
 }
