@@ -34,9 +34,21 @@ def llama(client):
     return LLAMA
 
 
+QWEN_DIR = ROOT / "plugins" / "arch_qwen" / "tests" / "fixtures" / "tiny-qwen2"
+QWEN = "tiny-qwen2"
+
+
 @pytest.fixture(scope="module")
-def server(client, minilm, llama):
-    app = create_app([minilm, llama], client=client)
+def qwen(client):
+    """The tiny Qwen2 (QKV bias, its own chat template) imported into the session's store."""
+    if client.store.get(QWEN) is None:
+        client.store.import_path(QWEN_DIR, QWEN)
+    return QWEN
+
+
+@pytest.fixture(scope="module")
+def server(client, minilm, llama, qwen):
+    app = create_app([minilm, llama, qwen], client=client)
     with running(app) as url:
         yield url, app
 
@@ -99,16 +111,21 @@ class _ForwardLog:
 
 # -- answers equal the SDK's ----------------------------------------------------------------------
 
-def test_chat_equals_the_sdk(api, client, llama):
-    kwargs = dict(model=llama, messages=_messages(1), max_tokens=12, temperature=0)
-    want = client.chat.completions.create(**kwargs)
+@pytest.mark.parametrize("which", ["llama", "qwen"])
+def test_chat_equals_the_sdk(api, client, which, request):
+    model = request.getfixturevalue(which)
+    kwargs = dict(model=model, messages=_messages(1), max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
     got = api.chat.completions.create(**kwargs)
+    kwargs.update(kwargs.pop("extra_body"))
+    want = client.chat.completions.create(**kwargs)
     assert got.choices[0].message.content == want.choices[0].message.content
     assert got.choices[0].message.role == "assistant"
     assert got.choices[0].finish_reason == want.choices[0].finish_reason == "length"
     assert got.usage.prompt_tokens == want.usage.prompt_tokens
     assert got.usage.completion_tokens == want.usage.completion_tokens == 12
-    assert got.object == "chat.completion" and got.model == llama and got.id.startswith("chatcmpl-")
+    assert got.object == "chat.completion" and got.model == model and got.id.startswith("chatcmpl-")
+    tokens = client.load(model).tokenizer.encode(got.choices[0].message.content, add_special_tokens=False)
+    assert tokens  # a real answer came back, not an empty string
 
 
 def test_chat_stream_adds_up_to_the_whole_answer(api, client, llama):
