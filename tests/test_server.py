@@ -75,7 +75,8 @@ def test_models_and_health(server, api, minilm):
 def test_api_key_required_on_every_route_but_health(server, minilm):
     url, _ = server
     for method, path in [("GET", "/v1/models"), ("POST", "/v1/embeddings"), ("POST", "/v1/chat/completions"),
-                         ("POST", "/v1/completions"), ("GET", f"/v1/models/{minilm}"), ("GET", "/nowhere")]:
+                         ("POST", "/v1/completions"), ("POST", "/v1/rerank"), ("POST", "/rerank"),
+                         ("GET", f"/v1/models/{minilm}"), ("GET", "/nowhere")]:
         _assert_error(_http(server, method, path, key=None), 401, "invalid_api_key")
         _assert_error(_http(server, method, path, key="wrong"), 401, "invalid_api_key")
     wrong = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)

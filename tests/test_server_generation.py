@@ -288,19 +288,43 @@ def test_a_client_that_disconnects_frees_its_sequence(server, llama):
     assert len(log.calls) <= 7
 
 
-def test_a_client_that_reads_nothing_blocks_no_one(server, api, llama):
+def test_a_client_that_leaves_a_whole_answer_request_frees_its_sequence(server, llama):
+    url, app = server
+    loaded = _loaded(app, llama)
+    engine = _engine(app, llama)
+    slots = app.state.gllm.models[llama].generator
+    body = {"model": llama, "messages": _messages(12), "max_tokens": 60, "temperature": 0, "ignore_eos": True}
+    with _ForwardLog(loaded.model, pause_at=3) as log:
+        conn = _raw_post(url, "/v1/chat/completions", body)
+        _wait(log.paused.is_set, "the engine to pause mid-answer")
+        (gen,) = list(slots.running)
+        conn.close()  # hang up before the answer is ready
+        _wait(lambda: gen._cancelled, "the server to notice the disconnect")
+        log.resume.set()
+    _wait(lambda: not slots.running and not engine.has_unfinished(), "the sequence to end")
+    assert loaded.model.kv_pool.blocks_in_use == 0
+    assert len(log.calls) <= 4  # it stopped where it was, far short of 60 tokens
+
+
+def _raw_post(url: str, path: str, body: dict):
+    """A request sent on a bare socket that reads nothing back (to hang up or stall at will)."""
     import socket
 
-    url, app = server
     host, port = url.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    conn = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return conn
+
+
+def test_a_client_that_reads_nothing_blocks_no_one(server, api, llama):
+    url, app = server
     slots = app.state.gllm.models[llama].generator
-    body = json.dumps({"model": llama, "messages": _messages(9), "max_tokens": 60, "temperature": 0,
-                       "stream": True, "ignore_eos": True}).encode()
-    silent = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    silent = _raw_post(url, "/v1/chat/completions", {"model": llama, "messages": _messages(9), "max_tokens": 60,
+                                                     "temperature": 0, "stream": True, "ignore_eos": True})
     try:
-        silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-        silent.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         _wait(lambda: len(slots.running) == 1, "the silent client's generation")
         (gen,) = list(slots.running)
         others = [api.chat.completions.create(model=llama, messages=_messages(i), max_tokens=6, temperature=0)

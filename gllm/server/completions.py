@@ -21,7 +21,7 @@ import threading
 from typing import Any, Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gllm_core.errors import BadRequestError, GllmError
@@ -56,7 +56,13 @@ class Generation:
         self._thread.start()
 
     def _put(self, item) -> None:
-        self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        self._call(self.queue.put_nowait, item)
+
+    def _call(self, fn, *args) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the event loop has closed (the server stopped): no one is left to tell
+            pass
 
     def _pump(self) -> None:
         resent = False
@@ -72,9 +78,9 @@ class Generation:
             self._put(exc)
         finally:
             self.stream.close()
-            self.finished.set()
             self._put(_END)
-            self._loop.call_soon_threadsafe(self._on_done)
+            self._call(self._on_done)
+            self.finished.set()
 
     def cancel(self) -> None:
         """Stop generating (any thread): the sequences end and free their KV cache."""
@@ -275,13 +281,14 @@ class EventStream:
 # -- whole answers: the chunks gathered --------------------------------------------------------------
 
 async def _gather(request: Request, gen: Generation) -> list:
+    """Every chunk of the answer; raises _Disconnected (having cancelled it) if the client leaves."""
     disconnected = asyncio.ensure_future(_wait_for_disconnect(request.receive))
     chunks = []
     try:
         while True:
             item = await gen.next(disconnected)
             if item is _END:
-                return chunks
+                break
             if isinstance(item, BaseException):
                 raise _error_of(item)
             chunks.append(item)
@@ -289,6 +296,9 @@ async def _gather(request: Request, gen: Generation) -> list:
         disconnected.cancel()
         if not gen.finished.is_set():
             gen.cancel()
+    if not chunks or any(c.finish_reason == "cancelled" for chunk in chunks for c in chunk.choices):
+        raise unavailable("the request was cancelled: the server is shutting down")
+    return chunks
 
 
 def _chat_response(chunks: list) -> ChatCompletion:
@@ -324,18 +334,23 @@ def _text_response(chunks: list) -> Completion:
         for i, e in sorted(choices.items())])
 
 
-async def chat_completions(request: Request):
-    gen, stream, client_usage = await _start(request, CHAT)
+async def _answer(request: Request, kind: _Kind, build: Callable):
+    gen, stream, client_usage = await _start(request, kind)
     if stream:
         return EventStream(gen, client_usage)
-    return JSONResponse(_chat_response(await _gather(request, gen)).model_dump())
+    try:
+        chunks = await _gather(request, gen)
+    except _Disconnected:
+        return Response(status_code=499)  # no one is listening; nginx's "client closed request"
+    return JSONResponse(build(chunks).model_dump())
+
+
+async def chat_completions(request: Request):
+    return await _answer(request, CHAT, _chat_response)
 
 
 async def completions(request: Request):
-    gen, stream, client_usage = await _start(request, TEXT)
-    if stream:
-        return EventStream(gen, client_usage)
-    return JSONResponse(_text_response(await _gather(request, gen)).model_dump())
+    return await _answer(request, TEXT, _text_response)
 
 
 def routes() -> list[Route]:
