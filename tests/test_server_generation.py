@@ -358,6 +358,9 @@ def test_overload_gets_429_and_the_queue_drains(client, llama):
                 assert "--max-queued-requests" in error["message"]
             assert first.result(timeout=TIMEOUT).choices[0].finish_reason
             assert second.result(timeout=TIMEOUT).choices[0].finish_reason
+        with pytest.raises(openai.BadRequestError) as info:  # two choices can never fit one slot
+            api.chat.completions.create(model=llama, messages=_messages(0), max_tokens=4, n=2)
+        assert info.value.body["code"] == "max_concurrent_sequences" and info.value.body["param"] == "n"
 
 
 def test_generation_limits_and_bad_requests(client, llama, minilm):

@@ -1,13 +1,12 @@
 """The ASGI application: ``create_app(["all-minilm:l6", ...])`` → a Starlette app to run on uvicorn.
 
 Models are loaded when the app is made (a name that does not load fails before a port is bound);
-each gets its own batchers, started and stopped with the app's lifespan. Routes live beside this
-module, one file per kind of request; this one holds what they share.
+each gets its own batchers or generation slots, started and stopped with the app's lifespan.
+Routes live beside this module, one file per kind of request; this one holds what they share.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
@@ -42,7 +41,7 @@ class ServedModel:
     created: int
     embedder: MicroBatcher | None = None
     reranker: MicroBatcher | None = None
-    generator: Any = None  # the engine loop of a text-generation model
+    generator: Any = None  # a text-generation model's admission slots (completions.Slots)
 
     @property
     def tasks(self) -> frozenset[str]:

@@ -8,8 +8,8 @@ such thread steps the model's one engine whenever no other is stepping it
 that arrives joins that batch at the next step. A slow client only lets its own queue grow; a
 client that goes away has its sequences cancelled, which frees their KV cache at once.
 
-At most ``max_concurrent_sequences`` requests per model generate at once; the next
-``max_queued_requests`` wait their turn; more get 429.
+At most ``max_concurrent_sequences`` sequences per model generate at once (a request makes one per
+prompt and choice); the next ``max_queued_requests`` requests wait their turn; more get 429.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ async def _wait_for_disconnect(receive) -> None:
 
 
 class Slots:
-    """Admission for one model: ``size`` requests generate at once, ``max_waiting`` more may wait."""
+    """Admission for one model: ``size`` sequences generate at once (a request takes one per prompt
+    and choice), ``max_waiting`` more requests may wait."""
 
     def __init__(self, name: str, size: int, max_waiting: int):
         self.name = name
@@ -129,30 +130,31 @@ class Slots:
         for gen in list(self.running):
             await asyncio.to_thread(gen.finished.wait, 30.0)
 
-    async def admit(self) -> None:
+    async def admit(self, sequences: int) -> None:
         if self._closed or self._wake is None:
             raise unavailable("the server is shutting down")
-        if self._free == 0 and self.waiting >= self.max_waiting:
-            raise overloaded(f"model {self.name!r} has {self.size} requests generating and {self.waiting} waiting, "
-                             f"the server's limits (max_concurrent_sequences, max_queued_requests; set with "
-                             f"--max-concurrent-sequences and --max-queued-requests); retry later")
+        if self._free < sequences and self.waiting >= self.max_waiting:
+            raise overloaded(f"model {self.name!r} has {self.size - self._free} sequences generating and "
+                             f"{self.waiting} requests waiting, the server's limits (max_concurrent_sequences, "
+                             f"max_queued_requests; set with --max-concurrent-sequences and "
+                             f"--max-queued-requests); retry later")
         self.waiting += 1
         try:
             async with self._wake:
-                await self._wake.wait_for(lambda: self._free > 0 or self._closed)
+                await self._wake.wait_for(lambda: self._free >= sequences or self._closed)
                 if self._closed:
                     raise unavailable("the server is shutting down")
-                self._free -= 1
+                self._free -= sequences
         finally:
             self.waiting -= 1
 
-    def release(self) -> None:
-        self._free += 1
+    def release(self, sequences: int) -> None:
+        self._free += sequences
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
         async with self._wake:
-            self._wake.notify(1)
+            self._wake.notify_all()
 
 
 def attach(served, state) -> None:
@@ -213,20 +215,26 @@ async def _start(request: Request, kind: _Kind):
     for r in sdk_stream.requests:  # not queued yet: a request that named no max_tokens gets the server's
         r.max_tokens = min(r.max_tokens, limits.max_tokens)
     slots: Slots = served.generator
+    sequences = sum(r.params.n for r in sdk_stream.requests)
+    if sequences > slots.size:
+        sdk_stream.close()
+        raise over_limit(f"the request makes {sequences} sequences (prompts × n), over the server's limit of "
+                         f"{slots.size} generating at once (max_concurrent_sequences, set with "
+                         f"--max-concurrent-sequences)", "n", "max_concurrent_sequences")
     try:
-        await slots.admit()
+        await slots.admit(sequences)
     except BaseException:
         sdk_stream.close()
         raise
-    gen = Generation(sdk_stream, asyncio.get_running_loop(), on_done=lambda: _finish(slots, gen))
+    gen = Generation(sdk_stream, asyncio.get_running_loop(), on_done=lambda: _finish(slots, gen, sequences))
     slots.running.add(gen)
     gen.start()
     return gen, stream, client_usage
 
 
-def _finish(slots: Slots, gen: Generation) -> None:
+def _finish(slots: Slots, gen: Generation, sequences: int) -> None:
     slots.running.discard(gen)
-    slots.release()
+    slots.release(sequences)
 
 
 def _error_of(exc: BaseException) -> ApiError:
