@@ -25,12 +25,15 @@ class Client:
     """Runs models in this process.
 
     ``backend`` is ``"auto"`` (the available backend of highest priority, or ``GLLM_BACKEND``)
-    or a backend name; ``home`` moves the model store (default ``GLLM_HOME`` or ``~/.gllm``).
-    Loaded models are kept for the life of the client.
+    or a backend name; ``home`` moves the model store (default ``GLLM_HOME`` or ``~/.gllm``);
+    ``quantize`` ("q8_0", "q4_0", "q4_k", … with gllm-format-gguf) stores float weights
+    block-quantized as models load. Loaded models are kept for the life of the client.
     """
 
-    def __init__(self, backend: str = "auto", *, home: str | os.PathLike | None = None, **backend_options: Any):
+    def __init__(self, backend: str = "auto", *, home: str | os.PathLike | None = None,
+                 quantize: str | None = None, **backend_options: Any):
         self._host = get_host()
+        self.quantize = quantize  # e.g. "q8_0", "q4_0", "q4_k": quantize float weights as they load
         registry = self._host.registry
         self.backend_name = choose_backend(registry, backend)
         self.backend = create_backend(registry, self.backend_name, **backend_options)
@@ -55,7 +58,8 @@ class Client:
         with lock:  # concurrent first calls load once
             if model not in self._models:
                 resolved = self.store.resolve(model)
-                loaded = load_model(model, resolved.path, self.backend, self._host.registry)
+                loaded = load_model(model, resolved.path, self.backend, self._host.registry,
+                                    quantize=self.quantize)
                 with self._lock:
                     self._models[model] = loaded
             return self._models[model]

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from .config import ModelConfig
-from .errors import CorruptFileError, UnsupportedArchitectureError, UnsupportedFormatError
+from .errors import BadRequestError, CorruptFileError, UnsupportedArchitectureError, UnsupportedFormatError
 from .registry import Registry
 
 
@@ -69,8 +69,20 @@ def load_tokenizer(path: str, config: ModelConfig, registry: Registry, weights=N
     return None
 
 
-def load_model(name: str, path: str, backend, registry: Registry) -> LoadedModel:
+def quantize_weights(weights, qtype: str, registry: Registry):
+    """Wrap a weight source so its matrices are quantized to ``qtype`` as they are read."""
+    for fmt in _by_priority(registry.weight_formats):
+        if fmt.quantize is not None and qtype in fmt.quant_types:
+            return fmt.quantize(weights, qtype)
+    offered = sorted({t for f in registry.weight_formats.values() for t in f.quant_types})
+    raise BadRequestError(f"quantize={qtype!r}: no installed weight format quantizes to it (offered: "
+                          f"{', '.join(offered) or 'none; pip install gllm-format-gguf'})")
+
+
+def load_model(name: str, path: str, backend, registry: Registry, quantize: str | None = None) -> LoadedModel:
     weights = open_weights(path, registry)
+    if quantize:
+        weights = quantize_weights(weights, quantize, registry)
     config = read_config(path, weights)
     arch = registry.architecture_for(hf_architectures=config.architectures, model_type=config.model_type,
                                      gguf_architecture=config.raw.get("general.architecture"))

@@ -58,12 +58,17 @@ class Architecture:
 
 @attrs.frozen
 class WeightFormat:
-    """A weight file format: ``sniff(path) -> bool``, ``open(path) -> WeightSource``."""
+    """A weight file format: ``sniff(path) -> bool``, ``open(path) -> WeightSource``.
+
+    A format with block-quantized storage types may also offer quantization on load:
+    ``quantize(source, type) -> WeightSource`` for each type in ``quant_types``."""
 
     name: str = attrs.field(validator=_check_name("weight format"))
     sniff: Callable[[Any], bool] = attrs.field(validator=_check_callable)
     open: Callable[[Any], Any] = attrs.field(validator=_check_callable)
     priority: int = 0
+    quantize: Callable[[Any, str], Any] | None = None
+    quant_types: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

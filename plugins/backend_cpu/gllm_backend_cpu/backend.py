@@ -18,6 +18,7 @@ from gllm_core.backends.numpy_backend import NumpyBackend
 from gllm_core.errors import BadRequestError
 from gllm_core.weights import WeightMatrix, WeightVector
 
+from . import quant as _quant
 from . import threads as _threads
 from .kernels import attention as _attn
 from .kernels import elementwise as _ew
@@ -60,10 +61,12 @@ class CpuMatrix:
     Duck-types the numpy backend's NumpyMatrix (``weight``, ``f32``, ``shape``, ``dense``) so
     ops inherited from the numpy reference keep working on it."""
 
-    __slots__ = ("weight", "kind", "data", "f32")
+    __slots__ = ("weight", "kind", "data", "f32", "qlinear")
 
     def __init__(self, weight: WeightMatrix):
         self.weight = weight
+        # GGML block-quantized weights with a fused kernel (gllm_backend_cpu.quant); else None
+        self.qlinear = _quant.quant_linear_for(weight)
         if weight.quant is not None:
             self.kind, self.data = "quant", weight.data
         elif weight.dtype == "f32":
@@ -176,6 +179,8 @@ class NumbaBackend(NumpyBackend):
                                   f"{w.weight.shape} (expects {w.weight.cols})")
         b = _EMPTY if bias is None else bias
         self._use_threads()
+        if w.qlinear is not None:
+            return w.qlinear(x, bias, act, _EMPTY)
         if tokens <= FEW_TOKENS and w.kind != "quant":
             out = np.empty((tokens, n_out), dtype=F32)
             if w.kind == "f32":

@@ -57,9 +57,16 @@ def _load_tokenizer(path, config=None):
     return load_gguf_tokenizer(gguf_file(path) or os.fspath(path), config)
 
 
+def _quantize(weights, qtype):
+    from .quantize import quantize_source
+
+    return quantize_source(weights, qtype)
+
+
 @hookimpl
 def register_weight_formats(register):
-    register(WeightFormat(name="gguf", sniff=_sniff, open=_open, priority=90))
+    register(WeightFormat(name="gguf", sniff=_sniff, open=_open, priority=90, quantize=_quantize,
+                          quant_types=("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k")))
 
 
 @hookimpl

@@ -158,6 +158,151 @@ def dequantize_q6_k(blocks: np.ndarray) -> np.ndarray:
     return (d * q.reshape((n, 16, -1)).astype(np.float32)).reshape((n, QK_K))
 
 
+# -- quantisers: float32 [n, block_size] → uint8 [n, type_size] --------------------------------------
+# The 32-weight types follow ggml's reference quantisers (quantize_row_*_ref), as gguf-py does;
+# Q4_K follows quantize_row_q4_K_ref (make_qkx2_quants: a weighted search over 21 scales).
+
+def _f16_bytes(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).astype(np.float16).reshape(-1, 1).view(np.uint8)
+
+
+def _pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """uint8 [n, 32] values 0..15 → [n, 16]: weight j in the low nibble of byte j, j+16 in its high."""
+    return (q[:, :16] | (q[:, 16:] << np.uint8(4))).astype(np.uint8)
+
+
+def _high_bits(q: np.ndarray) -> np.ndarray:
+    """Bit 4 of 32 values → 4 bytes, weight j at bit j (little-endian u32)."""
+    return np.packbits((q >> np.uint8(4)) & np.uint8(1), axis=-1, bitorder="little").reshape(q.shape[0], 4)
+
+
+def _round_away(x: np.ndarray) -> np.ndarray:
+    """C's roundf: halves away from zero."""
+    a = np.abs(x)
+    return np.sign(x) * np.floor(a + np.float32(0.5))
+
+
+def _signed_absmax(blocks: np.ndarray) -> np.ndarray:
+    idx = np.abs(blocks).argmax(axis=-1)[:, None]
+    return np.take_along_axis(blocks, idx, axis=-1)
+
+
+def _inverse(d: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+
+
+def quantize_q8_0(blocks: np.ndarray) -> np.ndarray:
+    d = (np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)).astype(np.float32)
+    q = _round_away(blocks * _inverse(d)).astype(np.int8).view(np.uint8)
+    return np.concatenate([_f16_bytes(d), q], axis=1)
+
+
+def quantize_q4_0(blocks: np.ndarray) -> np.ndarray:
+    d = (_signed_absmax(blocks) / np.float32(-8)).astype(np.float32)
+    q = np.trunc(blocks * _inverse(d) + np.float32(8.5)).clip(0, 15).astype(np.uint8)
+    return np.concatenate([_f16_bytes(d), _pack_nibbles(q)], axis=1)
+
+
+def quantize_q4_1(blocks: np.ndarray) -> np.ndarray:
+    lo, hi = blocks.min(axis=1, keepdims=True), blocks.max(axis=1, keepdims=True)
+    d = ((hi - lo) / np.float32(15)).astype(np.float32)
+    q = np.trunc((blocks - lo) * _inverse(d) + np.float32(0.5)).clip(0, 15).astype(np.uint8)
+    return np.concatenate([_f16_bytes(d), _f16_bytes(lo), _pack_nibbles(q)], axis=1)
+
+
+def quantize_q5_0(blocks: np.ndarray) -> np.ndarray:
+    d = (_signed_absmax(blocks) / np.float32(-16)).astype(np.float32)
+    q = np.trunc(blocks * _inverse(d) + np.float32(16.5)).clip(0, 31).astype(np.uint8)
+    return np.concatenate([_f16_bytes(d), _high_bits(q), _pack_nibbles(q & np.uint8(15))], axis=1)
+
+
+def quantize_q5_1(blocks: np.ndarray) -> np.ndarray:
+    lo, hi = blocks.min(axis=1, keepdims=True), blocks.max(axis=1, keepdims=True)
+    d = ((hi - lo) / np.float32(31)).astype(np.float32)
+    q = np.trunc((blocks - lo) * _inverse(d) + np.float32(0.5)).clip(0, 31).astype(np.uint8)
+    return np.concatenate([_f16_bytes(d), _f16_bytes(lo), _high_bits(q), _pack_nibbles(q & np.uint8(15))], axis=1)
+
+
+def _nearest(x: np.ndarray) -> np.ndarray:
+    """ggml's nearest_int: round half to even, as integers."""
+    return np.rint(x).astype(np.int32)
+
+
+def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """ggml's make_qkx2_quants over groups (rows of x): (levels, scale, -min) per group. Sums run
+    left to right (cumsum) as the C loops do, so near-ties between scales resolve the same way."""
+    f = np.float32
+    lo = np.minimum(x.min(axis=1), f(0))
+    hi = x.max(axis=1)
+    sum_w = w.cumsum(axis=1, dtype=f)[:, -1]
+    sum_x = (w * x).cumsum(axis=1, dtype=f)[:, -1]
+    span = (hi - lo).astype(f)
+    flat = span == 0
+    span_safe = np.where(flat, f(1), span)
+    iscale = (f(nmax) / span_safe).astype(f)
+    scale = (f(1) / iscale).astype(f)
+    levels = np.clip(_nearest(iscale[:, None] * (x - lo[:, None])), 0, nmax)
+    best = (w * np.square(scale[:, None] * levels + lo[:, None] - x)).cumsum(axis=1, dtype=f)[:, -1]
+    best_min = lo.copy()  # ggml updates ``min`` in place: later steps search around the better one
+    for step in range(nstep + 1):
+        span_now = np.where(flat, f(1), hi - best_min).astype(f)
+        iscale = ((f(rmin) + f(rdelta) * f(step) + f(nmax)) / span_now).astype(f)
+        aux = np.clip(_nearest(iscale[:, None] * (x - best_min[:, None])), 0, nmax).astype(f)
+        sum_l = (w * aux).cumsum(axis=1, dtype=f)[:, -1]
+        sum_l2 = (w * aux * aux).cumsum(axis=1, dtype=f)[:, -1]
+        sum_xl = (w * aux * x).cumsum(axis=1, dtype=f)[:, -1]
+        det = sum_w * sum_l2 - sum_l * sum_l
+        ok = det > 0
+        det = np.where(ok, det, f(1))
+        this_scale = ((sum_w * sum_xl - sum_x * sum_l) / det).astype(f)
+        this_min = ((sum_l2 * sum_x - sum_l * sum_xl) / det).astype(f)
+        positive = this_min > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            this_scale = np.where(positive, sum_xl / np.where(sum_l2 == 0, f(1), sum_l2), this_scale).astype(f)
+        this_min = np.where(positive, f(0), this_min).astype(f)
+        err = (w * np.square(this_scale[:, None] * aux + this_min[:, None] - x)).cumsum(axis=1, dtype=f)[:, -1]
+        better = ok & (err < best) & ~flat
+        levels = np.where(better[:, None], aux.astype(np.int32), levels)
+        best = np.where(better, err, best)
+        scale = np.where(better, this_scale, scale)
+        best_min = np.where(better, this_min, best_min)
+    scale = np.where(flat, f(0), scale)
+    levels = np.where(flat[:, None], 0, levels)
+    return levels, scale.astype(f), (-best_min).astype(f)
+
+
+def quantize_q4_k(blocks: np.ndarray) -> np.ndarray:
+    f = np.float32
+    n = blocks.shape[0]
+    x = blocks.reshape(n * 8, 32).astype(f)
+    av = np.sqrt((x * x).cumsum(axis=1, dtype=f)[:, -1] / f(32)).astype(f)
+    levels, scales, mins = _qkx2(x, (av[:, None] + np.abs(x)).astype(f), 15, -1.0, 0.1, 20)
+    scales, mins, levels = scales.reshape(n, 8), mins.reshape(n, 8), levels.reshape(n, 8, 32)
+    max_scale = np.maximum(scales.max(axis=1), f(0))
+    max_min = np.maximum(mins.max(axis=1), f(0))
+    inv_scale = np.where(max_scale > 0, f(63) / np.where(max_scale > 0, max_scale, f(1)), f(0)).astype(f)
+    inv_min = np.where(max_min > 0, f(63) / np.where(max_min > 0, max_min, f(1)), f(0)).astype(f)
+    ls = np.minimum(63, _nearest(inv_scale[:, None] * scales)).astype(np.uint8)
+    lm = np.minimum(63, _nearest(inv_min[:, None] * mins)).astype(np.uint8)
+    packed = np.zeros((n, 12), dtype=np.uint8)
+    packed[:, 0:4] = ls[:, :4]
+    packed[:, 4:8] = lm[:, :4]
+    packed[:, 8:12] = (ls[:, 4:] & 0xF) | ((lm[:, 4:] & 0xF) << 4)
+    packed[:, 0:4] |= (ls[:, 4:] >> 4) << 6
+    packed[:, 4:8] |= (lm[:, 4:] >> 4) << 6
+    d16 = (max_scale / f(63)).astype(np.float16)
+    dmin16 = (max_min / f(63)).astype(np.float16)
+    d = (d16.astype(f)[:, None] * ls.astype(f)).astype(f)
+    dm = (dmin16.astype(f)[:, None] * lm.astype(f)).astype(f)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        requant = np.clip(_nearest((blocks.reshape(n, 8, 32) + dm[:, :, None]) / d[:, :, None]), 0, 15)
+    levels = np.where((d == 0)[:, :, None], levels, requant).reshape(n, 256).astype(np.uint8)
+    qs = (levels.reshape(n, 4, 2, 32)[:, :, 0, :] | (levels.reshape(n, 4, 2, 32)[:, :, 1, :] << np.uint8(4)))
+    return np.concatenate([d16.reshape(n, 1).view(np.uint8), dmin16.reshape(n, 1).view(np.uint8), packed,
+                           qs.reshape(n, 128).astype(np.uint8)], axis=1)
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 @attrs.frozen
@@ -171,6 +316,7 @@ class GGMLType:
     dense: str | None = None  # the WeightMatrix dtype for dense types ("f32", "f16", "bf16")
     numpy: str | None = None  # numpy dtype of unblocked types (f32, f16, bf16 bits, ints)
     dequantize: Callable[[np.ndarray], np.ndarray] | None = None
+    quantize: Callable[[np.ndarray], np.ndarray] | None = None  # float32 [n, block] → blocks
 
     @property
     def quant(self) -> QuantType | None:
@@ -186,15 +332,15 @@ class GGMLType:
 _TYPES = [
     GGMLType(0, "f32", 1, 4, dense="f32", numpy="<f4"),
     GGMLType(1, "f16", 1, 2, dense="f16", numpy="<f2"),
-    GGMLType(2, "q4_0", 32, 18, dequantize=dequantize_q4_0),
-    GGMLType(3, "q4_1", 32, 20, dequantize=dequantize_q4_1),
-    GGMLType(6, "q5_0", 32, 22, dequantize=dequantize_q5_0),
-    GGMLType(7, "q5_1", 32, 24, dequantize=dequantize_q5_1),
-    GGMLType(8, "q8_0", 32, 34, dequantize=dequantize_q8_0),
+    GGMLType(2, "q4_0", 32, 18, dequantize=dequantize_q4_0, quantize=quantize_q4_0),
+    GGMLType(3, "q4_1", 32, 20, dequantize=dequantize_q4_1, quantize=quantize_q4_1),
+    GGMLType(6, "q5_0", 32, 22, dequantize=dequantize_q5_0, quantize=quantize_q5_0),
+    GGMLType(7, "q5_1", 32, 24, dequantize=dequantize_q5_1, quantize=quantize_q5_1),
+    GGMLType(8, "q8_0", 32, 34, dequantize=dequantize_q8_0, quantize=quantize_q8_0),
     GGMLType(9, "q8_1", 32, 40),
     GGMLType(10, "q2_k", 256, 84, dequantize=dequantize_q2_k),
     GGMLType(11, "q3_k", 256, 110, dequantize=dequantize_q3_k),
-    GGMLType(12, "q4_k", 256, 144, dequantize=dequantize_q4_k),
+    GGMLType(12, "q4_k", 256, 144, dequantize=dequantize_q4_k, quantize=quantize_q4_k),
     GGMLType(13, "q5_k", 256, 176, dequantize=dequantize_q5_k),
     GGMLType(14, "q6_k", 256, 210, dequantize=dequantize_q6_k),
     GGMLType(15, "q8_k", 256, 292),
@@ -240,6 +386,18 @@ assert GGML_TYPES_BY_NAME["q3_k"].type_size == 2 + QK_K // 4 + QK_K // 8 + 12
 assert GGML_TYPES_BY_NAME["q4_k"].type_size == 2 * 2 + K_SCALE_SIZE + QK_K // 2
 assert GGML_TYPES_BY_NAME["q5_k"].type_size == 2 * 2 + K_SCALE_SIZE + QK_K // 8 + QK_K // 2
 assert GGML_TYPES_BY_NAME["q6_k"].type_size == 2 + QK_K // 16 + 3 * QK_K // 4
+
+
+def quantize(values: np.ndarray, type_name: str) -> np.ndarray:
+    """float32 rows (the last axis a whole number of blocks) → uint8 rows of blocks of one type."""
+    t = GGML_TYPES_BY_NAME[type_name]
+    if t.quantize is None:
+        raise NotImplementedError(type_name)
+    x = np.ascontiguousarray(values, dtype=np.float32)
+    if x.shape[-1] % t.block_size:
+        raise ValueError(f"rows of {x.shape[-1]} values are not whole {type_name} blocks of {t.block_size}")
+    shape = x.shape[:-1] + (x.shape[-1] // t.block_size * t.type_size,)
+    return t.quantize(x.reshape(-1, t.block_size)).reshape(shape)
 
 
 def dequantize(data: np.ndarray, type_name: str) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Dequantisation of every GGML type gllm supports, bit for bit against gguf-py."""
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf import quants as ref
 
 from gllm_core.weights import WeightMatrix
-from gllm_format_gguf.quants import GGML_TYPES, GGML_TYPES_BY_NAME, QUANT_TYPES, dequantize
+from gllm_format_gguf.quants import GGML_TYPES, GGML_TYPES_BY_NAME, QUANT_TYPES, dequantize, quantize
 from gllm_format_gguf.reader import GGUFFile
 
 SUPPORTED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
@@ -96,3 +97,36 @@ def test_real_qwen_tensors_bit_exact(qwen_path):
         _bits_equal(dequantize(rows, info.type.name), ref.dequantize(rows, GGMLQuantizationType(info.type.id)))
         types.add(info.type.name)
     assert types == {"q5_0", "q8_0", "q4_k", "q6_k"}
+
+
+# -- quantisers ------------------------------------------------------------------------------------
+
+GGML_FIXTURE = Path(__file__).parent / "fixtures" / "ggml_quants.npz"
+
+
+@pytest.mark.parametrize("name", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k"])
+def test_quantisers_bit_exact_against_ggml(name):
+    # blocks made by llama.cpp's own ggml_quantize_chunk (tools/record_ggml_quants.py)
+    recorded = np.load(GGML_FIXTURE)
+    assert np.array_equal(quantize(recorded["input"], name), recorded[name])
+
+
+@pytest.mark.parametrize("name", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"])
+def test_quantisers_bit_exact_against_gguf_py(name):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x = (rng.standard_normal((40, 256)) * rng.uniform(0.001, 3, (40, 1))).astype(np.float32)
+    x[0] = 0
+    assert np.array_equal(quantize(x, name), ref.quantize(x, GGMLQuantizationType[name.upper()]))
+
+
+def test_q4_k_round_trip_error():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    err_k = np.sqrt(np.mean((dequantize(quantize(x, "q4_k"), "q4_k") - x) ** 2))
+    err_0 = np.sqrt(np.mean((dequantize(quantize(x, "q4_0"), "q4_0") - x) ** 2))
+    assert err_k < err_0 < 0.1
+
+
+def test_quantise_refuses_partial_blocks():
+    with pytest.raises(ValueError, match="whole"):
+        quantize(np.zeros((2, 100), np.float32), "q4_k")

@@ -1,0 +1,455 @@
+"""Linear layers over GGML block-quantized weights, with llama.cpp's numerics, in numba.
+
+The weights stay in their GGUF blocks (memory-mapped, never expanded into a float32 copy of the
+model). Each call quantizes the activations to 8 bits as llama.cpp's CPU backend does
+(``ggml-cpu``: ``quantize_row_q8_0`` / ``q8_1`` with float16 scales for the 32-weight types,
+``quantize_row_q8_K`` with a float32 scale and 16-wide sums for the K-quants) and computes
+
+    q4_0, q5_0, q8_0 · q8_0   sum_b  d_w d_x  sum_j q_w q_x
+    q4_1, q5_1       · q8_1   sum_b  d_w d_x  sum_j q_w q_x  +  m_w s_x      (s_x = f16(d_x sum q_x))
+    q4_K, q5_K, q6_K · q8_K   sum_b  d_x (d_w sc_g sum_j q_w q_x  -  dmin_w mn_g bsum_g)
+
+which are llama.cpp's numbers up to the order of the float32 additions (the integer products
+are exact in float32). A few tokens (decoding) take fused kernels that decode each block in
+registers; more tokens (prompts) dequantize a tile of rows at a time into scratch and multiply
+it with the quantized-then-rescaled activations through BLAS, then add the ``s_x`` rounding
+correction of the q8_1 types, so a prompt gets the same sums at GEMM speed.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
+
+_OPTS = dict(parallel=True, cache=True, error_model="numpy", boundscheck=False,
+             fastmath={"reassoc", "contract", "nsz", "arcp"})
+_INLINE = dict(inline="always", cache=True, error_model="numpy", boundscheck=False,
+               fastmath={"reassoc", "contract", "nsz", "arcp"})
+F32 = np.float32
+f32 = numba.float32
+U8 = np.uint8
+U64 = numba.uint64
+FEW_TOKENS = 8  # up to this many tokens the fused kernels run; more go through BLAS tiles
+TILE_ELEMENTS = 1 << 20  # weights dequantized per BLAS tile (4 MB of float32 scratch)
+ROWS_PER_TASK = 4
+
+# activation formats
+Q8_0, Q8_1, Q8_K = 0, 1, 2
+
+
+# -- activations -----------------------------------------------------------------------------------
+
+@numba.njit(**_INLINE)
+def round_f16(x):
+    """float32 → the nearest float16 (ties to even), returned as float32 (GGML_FP32_TO_FP16)."""
+    b = numba.int64(bits_from_f32(f32(x))) & numba.int64(0xFFFFFFFF)
+    sign = b & numba.int64(0x80000000)
+    a = b & numba.int64(0x7FFFFFFF)
+    if a >= numba.int64(0x7F800000):
+        return f32(x)
+    if a >= numba.int64(0x477FF000):
+        return f32_from_bits(numba.int32(sign | numba.int64(0x7F800000)))
+    if a >= numba.int64(0x38800000):
+        a = (a + numba.int64(0xFFF) + ((a >> numba.int64(13)) & numba.int64(1))) & numba.int64(0x7FFFE000)
+        return f32_from_bits(numba.int32(sign | a))
+    v = np.rint(f32_from_bits(numba.int32(a)) * f32(16777216.0)) * f32(5.9604644775390625e-08)
+    return -v if sign else v
+
+
+@numba.njit(**_OPTS)
+def quantize_q8_0(x, with_sum, qs, d, s):
+    """Rows of x → integer values ``qs`` (float32) and per-32 scales ``d`` (float16 values); with
+    ``with_sum`` also ``s = f16(d * sum(q))`` (q8_1). ggml-cpu's AVX2 quantize_row_q8_0 / q8_1."""
+    T, n = x.shape
+    nb = n // 32
+    for t in prange(T):
+        for b in range(nb):
+            amax = f32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(x[t, b * 32 + j]))
+            dd = amax / f32(127.0)
+            inv = f32(127.0) / amax if amax != f32(0.0) else f32(0.0)
+            total = f32(0.0)
+            for j in range(32):
+                q = np.rint(x[t, b * 32 + j] * inv)
+                qs[t, b * 32 + j] = q
+                total += q
+            d[t, b] = round_f16(dd)
+            if with_sum:
+                s[t, b] = round_f16(dd * total)
+
+
+@numba.njit(**_OPTS)
+def quantize_q8_k(x, qs, d, bsums):
+    """Rows of x → integer values ``qs`` (float32), a float32 scale per 256 and integer sums per
+    16 (``bsums``, float32): ggml's quantize_row_q8_K_ref."""
+    T, n = x.shape
+    nb = n // 256
+    for t in prange(T):
+        for b in range(nb):
+            base = b * 256
+            amax = f32(0.0)
+            vmax = f32(0.0)
+            for j in range(256):
+                ax = abs(x[t, base + j])
+                if ax > amax:
+                    amax = ax
+                    vmax = x[t, base + j]
+            if amax == f32(0.0):
+                d[t, b] = 0.0
+                for j in range(256):
+                    qs[t, base + j] = 0.0
+                for g in range(16):
+                    bsums[t, b * 16 + g] = 0.0
+                continue
+            iscale = f32(-127.0) / vmax
+            for g in range(16):
+                acc = f32(0.0)
+                for j in range(16):
+                    q = min(f32(127.0), np.rint(iscale * x[t, base + g * 16 + j]))
+                    qs[t, base + g * 16 + j] = q
+                    acc += q
+                bsums[t, b * 16 + g] = acc
+            d[t, b] = f32(1.0) / iscale
+
+
+def quantize_activations(x: np.ndarray, fmt: int):
+    """``(qs, d, s, bsums)``: float32 arrays of the 8-bit quantized rows of x in one format."""
+    T, n = x.shape
+    qs = np.empty((T, n), dtype=F32)
+    if fmt == Q8_K:
+        d = np.empty((T, n // 256), dtype=F32)
+        bsums = np.empty((T, n // 16), dtype=F32)
+        quantize_q8_k(x, qs, d, bsums)
+        return qs, d, d, bsums
+    d = np.empty((T, n // 32), dtype=F32)
+    s = np.empty((T, n // 32), dtype=F32) if fmt == Q8_1 else d
+    quantize_q8_0(x, fmt == Q8_1, qs, d, s)
+    return qs, d, s, d
+
+
+# -- block fields ----------------------------------------------------------------------------------
+
+@numba.njit(**_INLINE)
+def _f16_at(w, r, i):
+    return f16_to_f32(numba.int32(w[r, i]) | (numba.int32(w[r, i + 1]) << numba.int32(8)))
+
+
+@numba.njit(**_INLINE)
+def _k_scale_min(w, r, o, g):
+    """Scale and min of group g (0..7) from the 12 packed bytes at w[r, o:o+12] (Q4_K / Q5_K)."""
+    if g < 4:
+        sc = numba.int32(w[r, o + g]) & 63
+        mn = numba.int32(w[r, o + g + 4]) & 63
+    else:
+        sc = (numba.int32(w[r, o + g + 4]) & 15) | ((numba.int32(w[r, o + g - 4]) >> 6) << 4)
+        mn = (numba.int32(w[r, o + g + 4]) >> 4) | ((numba.int32(w[r, o + g]) >> 6) << 4)
+    return sc, mn
+
+
+@numba.njit(**_INLINE)
+def _finish(value, t, r, bias, act, out):
+    if bias.shape[0] == out.shape[1]:
+        value += bias[r]
+    out[t, r] = activate(value, act) if act != ACT_NONE else value
+
+
+# -- fused kernels for a few tokens ------------------------------------------------------------------
+# acc[j] collects the scaled products lane by lane; one horizontal sum per row and token.
+
+@numba.njit(**_OPTS)
+def gemv_32(w, kind, xq, xd, xs, bias, act, out):
+    """Weights in 32-weight blocks (kind 0 q4_0, 1 q4_1, 2 q5_0, 3 q5_1, 4 q8_0) · q8_0/q8_1 rows."""
+    rows = w.shape[0]
+    T, n = xq.shape
+    nb = n // 32
+    size = (18, 20, 22, 24, 34)[kind]
+    m15, s4, one = U8(15), U8(4), U8(1)
+    for c in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        acc = np.empty(32, dtype=F32)
+        for r in range(c * ROWS_PER_TASK, min(rows, c * ROWS_PER_TASK + ROWS_PER_TASK)):
+            for t in range(T):
+                acc[:] = 0.0
+                accm = f32(0.0)
+                for b in range(nb):
+                    o = U64(b * size)
+                    k = U64(b * 32)
+                    sc = _f16_at(w, r, o) * xd[t, b]
+                    if kind == 0:
+                        for j in range(16):
+                            byte = w[r, o + U64(2 + j)]
+                            acc[j] += sc * ((f32(U8(byte & m15)) - f32(8.0)) * xq[t, k + U64(j)])
+                            acc[j + 16] += sc * ((f32(U8(byte >> s4)) - f32(8.0)) * xq[t, k + U64(16 + j)])
+                    elif kind == 1:
+                        accm += _f16_at(w, r, o + U64(2)) * xs[t, b]
+                        for j in range(16):
+                            byte = w[r, o + U64(4 + j)]
+                            acc[j] += sc * (f32(U8(byte & m15)) * xq[t, k + U64(j)])
+                            acc[j + 16] += sc * (f32(U8(byte >> s4)) * xq[t, k + U64(16 + j)])
+                    elif kind == 2 or kind == 3:
+                        q0 = o + U64(6) if kind == 2 else o + U64(8)
+                        h0 = o + U64(2) if kind == 2 else o + U64(4)
+                        off = f32(16.0) if kind == 2 else f32(0.0)
+                        if kind == 3:
+                            accm += _f16_at(w, r, o + U64(2)) * xs[t, b]
+                        for j in range(16):
+                            byte = w[r, q0 + U64(j)]
+                            hl = U8(w[r, h0 + U64(j >> 3)] >> U8(j & 7)) & one
+                            hh = U8(w[r, h0 + U64(2 + (j >> 3))] >> U8(j & 7)) & one
+                            lo = f32(U8(byte & m15) | U8(hl << s4)) - off
+                            hi = f32(U8(byte >> s4) | U8(hh << s4)) - off
+                            acc[j] += sc * (lo * xq[t, k + U64(j)])
+                            acc[j + 16] += sc * (hi * xq[t, k + U64(16 + j)])
+                    else:
+                        for j in range(32):
+                            q = f32(numba.int8(w[r, o + U64(2 + j)]))
+                            acc[j] += sc * (q * xq[t, k + U64(j)])
+                total = f32(0.0)
+                for j in range(32):
+                    total += acc[j]
+                _finish(total + accm, t, r, bias, act, out)
+
+
+@numba.njit(**_OPTS)
+def gemv_k(w, kind, xq, xd, xb, bias, act, out):
+    """Weights in 256-weight super-blocks (kind 0 q4_K, 1 q5_K, 2 q6_K) · q8_K rows."""
+    rows = w.shape[0]
+    T, n = xq.shape
+    nb = n // 256
+    size = (144, 176, 210)[kind]
+    m15, m3, s4, one = U8(15), U8(3), U8(4), U8(1)
+    for c in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        acc = np.empty(32, dtype=F32)
+        for r in range(c * ROWS_PER_TASK, min(rows, c * ROWS_PER_TASK + ROWS_PER_TASK)):
+            for t in range(T):
+                acc[:] = 0.0
+                accm = f32(0.0)
+                for b in range(nb):
+                    o = U64(b * size)
+                    k = U64(b * 256)
+                    if kind == 2:
+                        d = _f16_at(w, r, o + U64(208)) * xd[t, b]
+                        for h in range(2):
+                            for p in range(4):  # four groups of 32 weights per half
+                                g0 = f32(numba.int8(w[r, o + U64(192 + 8 * h + 2 * p)]))
+                                g1 = f32(numba.int8(w[r, o + U64(192 + 8 * h + 2 * p + 1)]))
+                                lo_base = o + U64(64 * h + 32 * (p & 1))
+                                sh = U8(4 * (p >> 1))
+                                hs = U8(2 * p)
+                                kk = k + U64(128 * h + 32 * p)
+                                for j in range(32):
+                                    ql = U8(w[r, lo_base + U64(j)] >> sh) & m15
+                                    qh = U8(w[r, o + U64(128 + 32 * h + j)] >> hs) & m3
+                                    q = f32(ql | U8(qh << s4)) - f32(32.0)
+                                    scale = d * (g0 if j < 16 else g1)
+                                    acc[j] += scale * (q * xq[t, kk + U64(j)])
+                    else:
+                        d = _f16_at(w, r, o) * xd[t, b]
+                        dmin = _f16_at(w, r, o + U64(2)) * xd[t, b]
+                        qo = o + U64(16) if kind == 0 else o + U64(48)
+                        for g in range(8):
+                            sc, mn = _k_scale_min(w, r, o + U64(4), g)
+                            accm -= dmin * f32(mn) * (xb[t, b * 16 + 2 * g] + xb[t, b * 16 + 2 * g + 1])
+                            scale = d * f32(sc)
+                            base = qo + U64(32 * (g >> 1))
+                            sh = U8(4 * (g & 1))
+                            kk = k + U64(32 * g)
+                            gb = U8(g)
+                            for j in range(32):
+                                q = U8(w[r, base + U64(j)] >> sh) & m15
+                                if kind == 1:
+                                    q = q | U8((U8(w[r, o + U64(16 + j)] >> gb) & one) << s4)
+                                acc[j] += scale * (f32(q) * xq[t, kk + U64(j)])
+                total = f32(0.0)
+                for j in range(32):
+                    total += acc[j]
+                _finish(total + accm, t, r, bias, act, out)
+
+
+# -- dequantized tiles for BLAS (prompts) ----------------------------------------------------------
+# The float32 values are those of gllm_format_gguf.quants (and gguf-py): same operations, same order.
+
+@numba.njit(**_OPTS)
+def dequant_32(w, kind, r0, r1, out, mins):
+    """Rows r0:r1 of 32-weight blocks → float32 ``out``; the q4_1 / q5_1 block mins into ``mins``."""
+    nb = out.shape[1] // 32
+    size = (18, 20, 22, 24, 34)[kind]
+    m15, s4, one = U8(15), U8(4), U8(1)
+    for i in prange(r1 - r0):
+        r = r0 + i
+        for b in range(nb):
+            o = U64(b * size)
+            k = b * 32
+            d = _f16_at(w, r, o)
+            if kind == 0:
+                for j in range(16):
+                    byte = w[r, o + U64(2 + j)]
+                    out[i, k + j] = d * f32(numba.int8(U8(byte & m15)) - numba.int8(8))
+                    out[i, k + 16 + j] = d * f32(numba.int8(U8(byte >> s4)) - numba.int8(8))
+            elif kind == 1:
+                m = _f16_at(w, r, o + U64(2))
+                mins[i, b] = m
+                for j in range(16):
+                    byte = w[r, o + U64(4 + j)]
+                    out[i, k + j] = d * f32(U8(byte & m15)) + m
+                    out[i, k + 16 + j] = d * f32(U8(byte >> s4)) + m
+            elif kind == 2 or kind == 3:
+                q0 = o + U64(6) if kind == 2 else o + U64(8)
+                h0 = o + U64(2) if kind == 2 else o + U64(4)
+                m = f32(0.0)
+                if kind == 3:
+                    m = _f16_at(w, r, o + U64(2))
+                    mins[i, b] = m
+                for j in range(16):
+                    byte = w[r, q0 + U64(j)]
+                    hl = U8(w[r, h0 + U64(j >> 3)] >> U8(j & 7)) & one
+                    hh = U8(w[r, h0 + U64(2 + (j >> 3))] >> U8(j & 7)) & one
+                    lo = U8(byte & m15) | U8(hl << s4)
+                    hi = U8(byte >> s4) | U8(hh << s4)
+                    if kind == 2:
+                        out[i, k + j] = d * f32(numba.int8(lo) - numba.int8(16))
+                        out[i, k + 16 + j] = d * f32(numba.int8(hi) - numba.int8(16))
+                    else:
+                        out[i, k + j] = d * f32(lo) + m
+                        out[i, k + 16 + j] = d * f32(hi) + m
+            else:
+                for j in range(32):
+                    out[i, k + j] = f32(numba.int8(w[r, o + U64(2 + j)])) * d
+
+
+@numba.njit(**_OPTS)
+def dequant_k(w, kind, r0, r1, out):
+    """Rows r0:r1 of 256-weight super-blocks → float32 ``out``."""
+    nb = out.shape[1] // 256
+    size = (144, 176, 210)[kind]
+    m15, m3, s4, one = U8(15), U8(3), U8(4), U8(1)
+    for i in prange(r1 - r0):
+        r = r0 + i
+        for b in range(nb):
+            o = U64(b * size)
+            k = b * 256
+            if kind == 2:
+                d = _f16_at(w, r, o + U64(208))
+                for h in range(2):
+                    for p in range(4):
+                        lo_base = o + U64(64 * h + 32 * (p & 1))
+                        sh = U8(4 * (p >> 1))
+                        hs = U8(2 * p)
+                        for j in range(32):
+                            ql = U8(w[r, lo_base + U64(j)] >> sh) & m15
+                            qh = U8(w[r, o + U64(128 + 32 * h + j)] >> hs) & m3
+                            q = f32(numba.int8(ql | U8(qh << s4)) - numba.int8(32))
+                            g = 8 * h + 2 * p + (j >> 4)
+                            out[i, k + 128 * h + 32 * p + j] = (d * f32(numba.int8(w[r, o + U64(192 + g)]))) * q
+            else:
+                d = _f16_at(w, r, o)
+                dmin = _f16_at(w, r, o + U64(2))
+                qo = o + U64(16) if kind == 0 else o + U64(48)
+                for g in range(8):
+                    sc, mn = _k_scale_min(w, r, o + U64(4), g)
+                    dl = d * f32(sc)
+                    ml = dmin * f32(mn)
+                    base = qo + U64(32 * (g >> 1))
+                    sh = U8(4 * (g & 1))
+                    gb = U8(g)
+                    for j in range(32):
+                        q = U8(w[r, base + U64(j)] >> sh) & m15
+                        if kind == 1:
+                            q = q | U8((U8(w[r, o + U64(16 + j)] >> gb) & one) << s4)
+                        out[i, k + 32 * g + j] = dl * f32(q) - ml
+
+
+@numba.njit(**_OPTS)
+def rescale(qs, d, block, out):
+    """``out = qs * d`` per block of ``block`` values: the quantized activations as float32."""
+    T, n = qs.shape
+    for t in prange(T):
+        for j in range(n):
+            out[t, j] = qs[t, j] * d[t, j // block]
+
+
+@numba.njit(**_OPTS)
+def sum_correction(qs, d, s, out):
+    """Per token and 32-block: ``s - d * sum(q)`` (what q8_1's float16 sum adds to the exact one)."""
+    T, n = qs.shape
+    for t in prange(T):
+        for b in range(n // 32):
+            total = f32(0.0)
+            for j in range(32):
+                total += qs[t, b * 32 + j]
+            out[t, b] = s[t, b] - d[t, b] * total
+
+
+@numba.njit(**_OPTS)
+def epilogue(out, bias, act):
+    T, rows = out.shape
+    for t in prange(T):
+        for r in range(rows):
+            _finish(out[t, r], t, r, bias, act, out)
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+# GGML type name → (kernel family, kind, activation format)
+KERNELS = {
+    "q4_0": ("32", 0, Q8_0), "q4_1": ("32", 1, Q8_1), "q5_0": ("32", 2, Q8_0), "q5_1": ("32", 3, Q8_1),
+    "q8_0": ("32", 4, Q8_0), "q4_k": ("k", 0, Q8_K), "q5_k": ("k", 1, Q8_K), "q6_k": ("k", 2, Q8_K),
+}
+
+
+class QuantLinear:
+    """``act(x @ W.T + b)`` for one block-quantized weight, resolved once at prepare time."""
+
+    __slots__ = ("weight", "data", "family", "kind", "fmt")
+
+    def __init__(self, weight):
+        self.weight = weight
+        self.family, self.kind, self.fmt = KERNELS[weight.quant.name]
+        self.data = np.ascontiguousarray(weight.data)  # a view of the file when it already is
+
+    def __call__(self, x: np.ndarray, bias, act: int, empty_bias: np.ndarray) -> np.ndarray:
+        T = x.shape[0]
+        qs, d, s, sums = quantize_activations(x, self.fmt)
+        rows = self.weight.rows
+        out = np.empty((T, rows), dtype=F32)
+        b = empty_bias if bias is None else bias
+        if T <= FEW_TOKENS:
+            if self.family == "32":
+                gemv_32(self.data, self.kind, qs, d, s, b, act, out)
+            else:
+                gemv_k(self.data, self.kind, qs, d, sums, b, act, out)
+            return out
+        xr = np.empty_like(qs)
+        rescale(qs, d, 32 if self.family == "32" else 256, xr)
+        with_mins = self.fmt == Q8_1
+        corr = None
+        if with_mins:
+            corr = np.empty_like(d)
+            sum_correction(qs, d, s, corr)
+        cols = self.weight.cols
+        step = max(16, TILE_ELEMENTS // max(cols, 1))
+        tile = np.empty((min(step, rows), cols), dtype=F32)
+        mins = np.empty((min(step, rows), cols // 32), dtype=F32) if with_mins else np.empty((0, 0), dtype=F32)
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            if self.family == "32":
+                dequant_32(self.data, self.kind, r0, r1, tile, mins)
+            else:
+                dequant_k(self.data, self.kind, r0, r1, tile)
+            np.matmul(xr, tile[:r1 - r0].T, out=out[:, r0:r1])
+            if with_mins:
+                out[:, r0:r1] += corr @ mins[:r1 - r0].T
+        if bias is not None or act != ACT_NONE:
+            epilogue(out, b, act)
+        return out
+
+
+def quant_linear_for(weight):
+    """The kernel for a block-quantized WeightMatrix, or None if its type has none here (the
+    backend then dequantizes tiles for BLAS without quantizing the activations)."""
+    if weight.quant is None or weight.quant.name not in KERNELS:
+        return None
+    return QuantLinear(weight)
