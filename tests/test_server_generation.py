@@ -337,6 +337,45 @@ def test_a_client_that_reads_nothing_blocks_no_one(server, api, llama):
 
 # -- limits, overload, errors ---------------------------------------------------------------------
 
+class _FailingForward:
+    """The model raises on its k-th forward pass from now (a test-only wrapper)."""
+
+    def __init__(self, model, at: int):
+        self.model, self.at, self.calls = model, at, 0
+
+    def __enter__(self):
+        inner = self.model.forward
+
+        def forward(*args, **kwargs):
+            self.calls += 1
+            if self.calls == self.at:
+                raise RuntimeError("injected failure")
+            return inner(*args, **kwargs)
+
+        self.model.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.forward
+
+
+def test_a_model_failure_reaches_the_client_and_the_server_goes_on(server, api, llama):
+    _, app = server
+    loaded = _loaded(app, llama)
+    kwargs = dict(model=llama, messages=_messages(13), max_tokens=20, temperature=0, extra_body={"ignore_eos": True})
+    with _FailingForward(loaded.model, at=5):
+        with pytest.raises(openai.APIError) as info:
+            for _ in api.chat.completions.create(**kwargs, stream=True):
+                pass
+        assert "injected failure" in str(info.value)
+    with _FailingForward(loaded.model, at=2):
+        with pytest.raises(openai.InternalServerError) as info:
+            api.chat.completions.create(**kwargs)
+        assert info.value.body["type"] == "server_error" and "injected failure" in info.value.body["message"]
+    assert loaded.model.kv_pool.blocks_in_use == 0
+    assert api.chat.completions.create(**kwargs).usage.completion_tokens == 20  # still serving
+
+
 def test_overload_gets_429_and_the_queue_drains(client, llama):
     limits = Limits(max_concurrent_sequences=1, max_queued_requests=1)
     app = create_app([llama], client=client, limits=limits)
