@@ -198,8 +198,12 @@ def serve(models, host, port, api_key, backend, graceful_timeout, log_level, **l
     from gllm.server import serve as run_server
 
     app = create_app(models, backend=backend, limits=Limits(**limits), api_key=api_key or None)
-    click.echo(f"serving {', '.join(models)} on http://{host}:{port}/v1"
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving {', '.join(models)} on http://{shown}:{port}/v1"
                + (" (API key required)" if api_key else ""), err=True)
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host} without an API key: anyone who can reach it can use it "
+                   "(set --api-key or GLLM_API_KEY)", err=True)
     run_server(app, host=host, port=port, log_level=log_level, graceful_timeout=graceful_timeout)
 
 
