@@ -225,7 +225,11 @@ def main(argv=None) -> int:
         api = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=3600)
         run(api, 1, 4, 100)  # warm-up: first forward passes, kernels compiled
         run(api, min(args.streams, 2), 4, 200)
-        singles = [run(api, 1, args.max_tokens, i) for i in range(args.singles)]
+        print("warmed up", flush=True)
+        singles = []
+        for i in range(args.singles):
+            singles.append(run(api, 1, args.max_tokens, i))
+            print(f"single stream {i + 1}/{args.singles}: {singles[-1]['tokens_per_s']:.2f} tok/s", flush=True)
         single = {k: statistics.mean(s[k] for s in singles) for k in singles[0]}
         many = run(api, args.streams, args.max_tokens, 0)
     figures["gllm_1"] = single

@@ -101,8 +101,11 @@ class Generation:
 
 
 async def _wait_for_disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - a connection that fails to read is gone as well
+        return
 
 
 class Slots:
@@ -125,6 +128,9 @@ class Slots:
     async def stop(self) -> None:
         """Cancel what still runs and wait for its threads: no sequence outlives the server."""
         self._closed = True
+        if self._wake is not None:
+            async with self._wake:  # requests still waiting for a slot get 503
+                self._wake.notify_all()
         for gen in list(self.running):
             gen.cancel()
         for gen in list(self.running):
