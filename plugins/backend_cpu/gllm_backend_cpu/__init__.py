@@ -26,11 +26,12 @@ def probe() -> BackendProbe:
     return BackendProbe(True, PRIORITY, f"numba {numba.__version__} kernels, {available_cores()} cores")
 
 
-def create(threads: int | None = None, **options):
-    """``threads`` (default ``GLLM_NUM_THREADS``, else every core) caps numba and BLAS alike."""
-    from .backend import NumbaBackend
+def create(threads: int | None = None, packed_cache_mb: int | None = None, **options):
+    """``threads`` (default ``GLLM_NUM_THREADS``, else every core) caps numba and BLAS alike;
+    ``packed_cache_mb`` bounds the f32 weights kept as GEMM panels (default 1024)."""
+    from .backend import PACKED_CACHE_MB, NumbaBackend
 
-    return NumbaBackend(threads=threads)
+    return NumbaBackend(threads=threads, packed_cache_mb=PACKED_CACHE_MB if packed_cache_mb is None else packed_cache_mb)
 
 
 @hookimpl

@@ -10,6 +10,7 @@ Everything around the GEMMs is numba: fused residual+norm, rope, streaming atten
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numba
 import numpy as np
@@ -22,6 +23,7 @@ from . import quant as _quant
 from . import threads as _threads
 from .kernels import attention as _attn
 from .kernels import elementwise as _ew
+from .kernels import gemm as _gemm
 from .kernels import linear as _lin
 from .kernels import norms as _norms
 from .kernels import rope as _rope
@@ -29,7 +31,8 @@ from .kernels.scalar import ACT_CODES
 
 F32 = np.float32
 FEW_TOKENS = 8  # up to this many tokens a linear layer skips BLAS (and any 16-bit decoding)
-TILE_ELEMENTS = 1 << 20  # 16-bit weights are decoded for BLAS in tiles of about 4 MB of float32
+PACK_ELEMENTS = 1 << 22  # weights packed (16-bit decoded) per call for the GEMM: 16 MB at a time
+PACKED_CACHE_MB = 1024  # f32 weights kept as GEMM panels, per backend, up to this much
 _EMPTY = np.zeros(0, dtype=F32)
 _EMPTY2 = np.zeros((0, 0), dtype=F32)
 _local = threading.local()
@@ -61,7 +64,7 @@ class CpuMatrix:
     Duck-types the numpy backend's NumpyMatrix (``weight``, ``f32``, ``shape``, ``dense``) so
     ops inherited from the numpy reference keep working on it."""
 
-    __slots__ = ("weight", "kind", "data", "f32", "qlinear")
+    __slots__ = ("weight", "kind", "data", "f32", "qlinear", "packed", "__weakref__")
 
     def __init__(self, weight: WeightMatrix):
         self.weight = weight
@@ -74,6 +77,7 @@ class CpuMatrix:
         else:  # f16 / bf16: the raw bits, read by the kernels
             self.kind, self.data = weight.dtype, np.asarray(weight.data).view(np.uint16)
         self.f32 = weight.data if self.kind == "f32" else None
+        self.packed = None  # f32 weights: GEMM panels, made on first use within the cache budget
 
     @property
     def shape(self):
@@ -91,7 +95,10 @@ class NumbaBackend(NumpyBackend):
 
     name = "cpu"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, packed_cache_mb: int = PACKED_CACHE_MB):
+        _threads.prefer_passive_waits()
+        self._packed_budget = int(packed_cache_mb) << 20
+        self._budget_lock = threading.Lock()
         requested = _threads.requested_threads(threads)
         self.threads = max(1, min(requested, numba.config.NUMBA_NUM_THREADS))
         self.blas = _threads.set_blas_threads(self.threads)
@@ -188,23 +195,45 @@ class NumbaBackend(NumpyBackend):
             else:
                 _lin.linear_few_16(x, w.data, w.kind == "bf16", b, act, out)
             return out
-        if w.kind == "f32":
-            out = np.matmul(x, w.data.T)
-        else:
-            out = np.empty((tokens, n_out), dtype=F32)
-            step = max(16, TILE_ELEMENTS // max(cols, 1))
-            scratch = np.empty((min(step, n_out), cols), dtype=F32) if w.kind != "quant" else None
-            for r0 in range(0, n_out, step):
-                r1 = min(n_out, r0 + step)
-                if w.kind == "quant":
-                    tile = w.weight.dense(slice(r0, r1))
-                else:
-                    tile = scratch[:r1 - r0]
-                    _lin.rows_to_f32(w.data, w.kind == "bf16", r0, r1, tile)
-                np.matmul(x, tile.T, out=out[:, r0:r1])
-        if bias is not None or act:
-            _ew.bias_activation(out, b, act, out)
+        out = np.empty((tokens, n_out), dtype=F32)
+        if w.packed is None and w.kind == "f32":
+            self._pack_once(w)
+        if w.packed is not None:
+            _gemm.gemm_bias_act(x, w.packed, b, act, _gemm.panel_groups(tokens, w.packed.shape[0], self.threads), 0, out)
+            return out
+        total = _gemm.panel_count(n_out)
+        step = max(1, PACK_ELEMENTS // (cols * _gemm.NR))  # panels packed at a time
+        packed = np.empty((min(step, total), cols, _gemm.NR), dtype=F32)
+        for p0 in range(0, total, step):
+            p1 = min(total, p0 + step)
+            r0, r1 = p0 * _gemm.NR, min(n_out, p1 * _gemm.NR)
+            panels = packed[:p1 - p0]
+            if w.kind == "f32":
+                _gemm.pack_f32(w.data[r0:r1], panels)
+            elif w.kind == "quant":
+                _gemm.pack_f32(np.ascontiguousarray(w.weight.dense(slice(r0, r1)), dtype=F32), panels)
+            else:
+                _gemm.pack_16(w.data[r0:r1], w.kind == "bf16", panels)
+            _gemm.gemm_bias_act(x, panels, b, act, _gemm.panel_groups(tokens, p1 - p0, self.threads), r0, out)
         return out
+
+    def _pack_once(self, w: CpuMatrix) -> None:
+        """Keep f32 weights as GEMM panels (a reordered copy) while the budget lasts; 16-bit and
+        quantized weights are decoded per call instead, never held as float32."""
+        rows, cols = w.weight.shape
+        nbytes = _gemm.panel_count(rows) * cols * _gemm.NR * 4
+        with self._budget_lock:
+            if nbytes > self._packed_budget:
+                return
+            self._packed_budget -= nbytes
+        packed = np.empty((_gemm.panel_count(rows), cols, _gemm.NR), dtype=F32)
+        _gemm.pack_f32(w.data, packed)
+        w.packed = packed
+        weakref.finalize(w, self._release, nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        with self._budget_lock:
+            self._packed_budget += nbytes
 
     def embedding(self, table: CpuMatrix, ids):
         ids = np.ascontiguousarray(ids, dtype=np.int32).reshape(-1)
@@ -325,7 +354,7 @@ class NumbaBackend(NumpyBackend):
         if q.shape[0] == 0:
             return out
         self._use_threads()
-        kt = np.empty((k.shape[1], k.shape[2], k.shape[0]), dtype=F32)
+        kt = np.empty((k.shape[1], k.shape[2], k.shape[0] + _attn.NR), dtype=F32)
         _attn.transpose_keys(k, kt)
         tasks = _attn.make_tasks(cu_q, q.shape[1])
         previous = numba.set_parallel_chunksize(1)  # tasks differ in cost: hand them out one by one

@@ -20,6 +20,16 @@ _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_th
 _BLAS_NAMES = ("openblas", "mkl_rt")
 
 
+def prefer_passive_waits() -> None:
+    """Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
+
+    numba's OpenMP pool spins between parallel regions by default; on a machine whose cores are
+    shared (other processes, or an application's own threads) the spinning threads take the
+    cores the working ones need (measured here: 15-18 vs 26-28 sentences/s on a loaded 2-core
+    machine). Takes effect when OpenMP loads, i.e. before numba's first parallel region."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -54,6 +64,27 @@ def _loaded_blas_paths() -> list[str]:
     except OSError:  # not Linux: nothing found, BLAS keeps its own setting
         pass
     return paths
+
+
+_BLAS_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                 "openblas_get_num_threads64_", "openblas_get_num_threads", "MKL_Get_Max_Threads")
+
+
+def blas_threads() -> int | None:
+    """The thread count of numpy's BLAS (OpenBLAS or MKL), when it can be asked."""
+    import numpy  # noqa: F401
+
+    for path in _loaded_blas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_GETTERS:
+            getter = getattr(lib, name, None)
+            if getter is not None:
+                getter.restype = ctypes.c_int
+                return int(getter())
+    return None
 
 
 def set_blas_threads(threads: int) -> list[str]:

@@ -1,5 +1,5 @@
-"""Linear layers: a row-parallel kernel for few tokens (decode) that reads f32, f16 or bf16
-weights as stored, and the converter that turns 16-bit row tiles into float32 for BLAS."""
+"""Linear layers for a few tokens (decode): row-parallel dot products that read f32, f16 or bf16
+weights as stored, so a decode step streams each weight once at its stored size."""
 
 from __future__ import annotations
 
@@ -13,21 +13,6 @@ _OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc"
 
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
 ROWS_PER_TASK = 16
-
-
-@numba.njit(**_OPTS)
-def rows_to_f32(w, bf16, r0, r1, out):
-    """Rows ``r0:r1`` of 16-bit weights (uint16 bits) → float32 ``out[:r1 - r0]``."""
-    cols = w.shape[1]
-    n = r1 - r0
-    for c in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        for i in range(c * ROWS_PER_TASK, min(n, c * ROWS_PER_TASK + ROWS_PER_TASK)):
-            if bf16:
-                for j in range(cols):
-                    out[i, j] = bf16_to_f32(w[r0 + i, j])
-            else:
-                for j in range(cols):
-                    out[i, j] = f16_to_f32(w[r0 + i, j])
 
 
 @numba.njit(inline="always", cache=True, error_model="numpy", fastmath={"reassoc", "contract"})

@@ -17,29 +17,31 @@ def layer_norm_rows(x, residual, weight, bias, eps, out):
     has_res = residual.shape[0] == rows
     has_bias = bias.shape[0] == cols
     for i in prange(rows):
+        xr, o = x[i], out[i]
         s = 0.0
         if has_res:
+            rr = residual[i]
             for j in range(cols):
-                h = x[i, j] + residual[i, j]
-                out[i, j] = h
+                h = xr[j] + rr[j]
+                o[j] = h
                 s += h
         else:
             for j in range(cols):
-                h = x[i, j]
-                out[i, j] = h
+                h = xr[j]
+                o[j] = h
                 s += h
         mean = s / cols
         v = 0.0
         for j in range(cols):
-            d = out[i, j] - mean
+            d = o[j] - mean
             v += d * d
         inv = 1.0 / math.sqrt(v / cols + eps)
         if has_bias:
             for j in range(cols):
-                out[i, j] = numba.float32((out[i, j] - mean) * inv) * weight[j] + bias[j]
+                o[j] = numba.float32((o[j] - mean) * inv) * weight[j] + bias[j]
         else:
             for j in range(cols):
-                out[i, j] = numba.float32((out[i, j] - mean) * inv) * weight[j]
+                o[j] = numba.float32((o[j] - mean) * inv) * weight[j]
 
 
 @numba.njit(**SUMS)
@@ -48,20 +50,22 @@ def rms_norm_rows(x, residual, weight, eps, out, hidden):
     rows, cols = x.shape
     has_res = residual.shape[0] == rows
     for i in prange(rows):
+        xr, o = x[i], out[i]
         s = 0.0
         if has_res:
+            rr, hr = residual[i], hidden[i]
             for j in range(cols):
-                h = x[i, j] + residual[i, j]
-                hidden[i, j] = h
+                h = xr[j] + rr[j]
+                hr[j] = h
                 s += numba.float64(h) * h
         else:
             for j in range(cols):
-                h = x[i, j]
+                h = xr[j]
                 s += numba.float64(h) * h
         inv = 1.0 / math.sqrt(s / cols + eps)
         if has_res:
             for j in range(cols):
-                out[i, j] = numba.float32(hidden[i, j] * inv) * weight[j]
+                o[j] = numba.float32(hr[j] * inv) * weight[j]
         else:
             for j in range(cols):
-                out[i, j] = numba.float32(x[i, j] * inv) * weight[j]
+                o[j] = numba.float32(xr[j] * inv) * weight[j]

@@ -11,7 +11,7 @@ import math
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 INLINE = dict(inline="always", cache=True, error_model="numpy")
@@ -45,6 +45,21 @@ def bits_from_f32(typingctx, value):
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.int32(value), codegen
+
+
+@intrinsic
+def maxnum32(typingctx, a, b):
+    """LLVM's maxnum on float32: unlike numba's max() it has no NaN branches, so a loop that
+    reduces with it vectorises (a 25x difference on a long row)."""
+    if a != types.float32 or b != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32]), "llvm.maxnum.f32")
+        return builder.call(fn, args)
+
+    return types.float32(a, b), codegen
 
 
 _LOG2E = numba.float32(1.4426950408889634)
