@@ -2,7 +2,8 @@
 
 Arrays live on the device from op to op (``DeviceArray``: a buffer with a shape); weights are
 uploaded once by ``prepare_matrix`` / ``prepare_vector`` in their stored type (f16 and bf16 stay
-16-bit and are widened to float32 as the kernels read them). The host meets the device only in
+16-bit and are widened to float32 as the kernels read them; GGML blocks stay blocks, and are
+dequantised in registers as the kernels read them). The host meets the device only in
 ``upload``, ``download``, ``top_k`` and in the small index arrays that ops take from the host
 (positions, cu_seqlens, row indices), which are uploaded once per distinct content and reused by
 every layer of a forward pass.
@@ -27,6 +28,9 @@ from .device import DeviceInfo, choose_device
 
 ACT_CODES = {None: 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4}
 WEIGHT_CODES = {"f32": 0, "f16": 1, "bf16": 2}
+# GGML block types computed from their blocks (kernels/quant.cl), by their GGML type id
+QUANT_CODES = {"q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10, "q3_k": 11, "q4_k": 12,
+               "q5_k": 13, "q6_k": 14}
 MAX_SPLITS = 32  # split-K pieces of one attention row at most
 GEMV_MAX_ROWS = 8  # x rows up to which linear reads each weight once per row group (decode)
 _I32 = np.int32
@@ -70,17 +74,21 @@ class DeviceArray:
 
 
 class DeviceMatrix:
-    """A prepared weight matrix: its stored bits on the device and the kernels that read them."""
+    """A prepared weight matrix: its stored bits on the device and the kernels that read them.
 
-    __slots__ = ("buf", "shape", "dtype", "code", "name", "launch")
+    ``quant`` is set for GGML block-quantized weights (the blocks as stored, never widened): the
+    kernels of that type, resolved once at prepare."""
 
-    def __init__(self, buf, shape, dtype: str, name: str):
+    __slots__ = ("buf", "shape", "dtype", "code", "name", "launch", "quant")
+
+    def __init__(self, buf, shape, dtype: str, name: str, quant: "QuantKernels | None" = None):
         self.launch: dict = {}  # rows of x -> (GEMV kernel, global size, local size)
         self.buf = buf
         self.shape = tuple(shape)
         self.dtype = dtype
-        self.code = WEIGHT_CODES[dtype]
+        self.code = WEIGHT_CODES.get(dtype, -1)
         self.name = name
+        self.quant = quant
 
     @property
     def rows(self) -> int:
@@ -89,6 +97,19 @@ class DeviceMatrix:
     @property
     def cols(self) -> int:
         return self.shape[1]
+
+
+class QuantKernels:
+    """The kernels of one GGML block type on one device (kernels/quant.cl): matrix-vector for up
+    to 1, 2, 4 and 8 rows of x, the tiled product for more, and the embedding lookup."""
+
+    __slots__ = ("gemv", "gemm", "embedding", "lanes", "warps")
+
+    def __init__(self, gemv: dict, gemm, embedding, lanes: int, warps: int):
+        self.gemv = gemv  # rows of x rounded up (1, 2, 4, 8) -> (kernel, rows of W per row group)
+        self.gemm = gemm
+        self.embedding = embedding
+        self.lanes, self.warps = lanes, warps  # the matrix-vector work-group the kernels were built for
 
 
 def _source(name: str) -> str:
@@ -344,8 +365,24 @@ class OpenCLBackend(Backend):
     def prepare_matrix(self, w: WeightMatrix):
         if w.quant is None and w.dtype in WEIGHT_CODES:
             return DeviceMatrix(self._resident(w.data), w.shape, w.dtype, w.name)
+        if w.quant is not None and w.quant.name in QUANT_CODES:  # the blocks as stored
+            return DeviceMatrix(self._resident(np.ascontiguousarray(w.data, dtype=np.uint8)), w.shape, w.quant.name,
+                                w.name, self._quant_kernels(w.quant.name))
         # a storage type without kernels here: widen to float32 once
         return DeviceMatrix(self._resident(w.dense().astype(_F32)), w.shape, "f32", w.name)
+
+    def _quant_kernels(self, qname: str) -> QuantKernels:
+        """The kernels of one GGML block type: one program, built once per device and process."""
+        rt, lanes, warps = self.rt, self.gemv_lanes, self.gemv_warps
+        key = ("quant", qname, lanes, warps)
+        hit = rt.kernels.get(key)
+        if hit is None:
+            prg = rt.program(["quant.cl"], {"QTYPE": QUANT_CODES[qname], "LANES": lanes, "WARPS": warps})
+            args = [B, B, B, B, _I32, _I32, _I32, _I32, _I32]
+            gemv = {nt: (rt.kernel(prg, f"qgemv_{nt}", args), rpt) for nt, rpt in ((1, 1), (2, 1), (4, 2), (8, 2))}
+            hit = rt.kernels[key] = QuantKernels(gemv, rt.kernel(prg, "qgemm", args),
+                                                 rt.kernel(prg, "qembedding", [B, B, B, _I32, _I32, _I32]), lanes, warps)
+        return hit
 
     def prepare_vector(self, v: WeightVector):
         a = np.ascontiguousarray(v.to_float32(), dtype=_F32)
@@ -603,7 +640,10 @@ class OpenCLBackend(Backend):
             launch = w.launch.get(t)
             if launch is None:
                 nt = 1 if t == 1 else 2 if t == 2 else 4 if t <= 4 else 8
-                k, lanes, warps, rpt = self._gemv(w.code, nt)
+                if w.quant is not None:
+                    (k, rpt), lanes, warps = w.quant.gemv[nt], w.quant.lanes, w.quant.warps
+                else:
+                    k, lanes, warps, rpt = self._gemv(w.code, nt)
                 groups = -(-n_out // (warps * rpt))
                 launch = w.launch[t] = (k, (groups * lanes, warps), (lanes, warps))
             k, gs, ls = launch
@@ -611,7 +651,10 @@ class OpenCLBackend(Backend):
                 k(self.queue, gs, ls, w.buf, x.buf, b, y.buf, t, n_in, n_out, int(bias is not None), act)
             return y
         with self._lock:
-            if w.code and n_in % 32 == 0 and (mma := self._mma(w.code)) is not None:
+            if w.quant is not None:
+                w.quant.gemm(self.queue, (-(-n_out // 64) * 16, -(-t // 64) * 16), (16, 16), w.buf, x.buf, b, y.buf, t,
+                             n_in, n_out, int(bias is not None), act)
+            elif w.code > 0 and n_in % 32 == 0 and (mma := self._mma(w.code)) is not None:
                 mma(x.buf, w.buf, b, y.buf, t, n_in, n_out, int(bias is not None), act)
             else:
                 k, bm, bn = self._gemm(w.code)
@@ -628,7 +671,11 @@ class OpenCLBackend(Backend):
             raise BadRequestError(f"embedding: token id out of range for {table.name} of {v} rows")
         t = ids.size
         y = self._empty(ids.shape + (d,))
-        if t and d:
+        if t and d and table.quant is not None:
+            with self._lock:
+                table.quant.embedding(self.queue, (_round_up(d // 8, 64), t), (64, 1), table.buf, ids.buf, y.buf, v, d,
+                                      t)
+        elif t and d:
             with self._lock:
                 self._k_embedding[table.code](self.queue, (_round_up(d, 64), t), (64, 1), table.buf, ids.buf, y.buf,
                                               v, d, t)
