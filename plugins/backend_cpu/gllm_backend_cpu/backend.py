@@ -1,10 +1,14 @@
 """NumbaBackend: the op contract of gllm_core.backend as numba kernels over numpy arrays.
 
-Activations are float32 C-contiguous numpy arrays, as for the numpy reference. Big GEMMs go to
-BLAS through numpy's matmul (f32 weights in place; f16/bf16 weights decoded tile by tile into a
-float32 scratch, never the whole model), with bias and activation applied by one numba pass
-after; a few tokens (decode) take a numba kernel that reads the stored 16-bit weights directly.
-Everything around the GEMMs is numba: fused residual+norm, rope, streaming attention, gathers.
+Activations are float32 C-contiguous numpy arrays, as for the numpy reference. Linear layers run
+on the backend's own register-tile GEMM (``kernels.tile`` / ``kernels.gemm``) with the bias and
+activation applied to each tile while it is still in L1: f32 weights are reordered into GEMM
+panels once (within a memory budget), f16/bf16 weights are decoded panel by panel per call and
+never held as float32; a few tokens (decode) take row kernels that read the stored weights
+directly; GGML block-quantized weights take ``quant``'s kernels. Around them: fused residual +
+norm, rope, packed variable-length streaming attention, gathers. numba and numpy's BLAS (used
+only by ops inherited from the numpy reference and by ``quant``'s prompt path) share one thread
+count.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ from .kernels import rope as _rope
 from .kernels.scalar import ACT_CODES
 
 F32 = np.float32
-FEW_TOKENS = 8  # up to this many tokens a linear layer skips BLAS (and any 16-bit decoding)
+# up to this many tokens a linear layer reads its weights row by row as stored, instead of the GEMM
+# (measured, 1536x384, one thread: with cached f32 panels the GEMM wins from 3 tokens; when it
+# must decode or pack the weights first, only from about 24)
+FEW_TOKENS = 16
+FEW_TOKENS_PACKED = 2
 PACK_ELEMENTS = 1 << 22  # weights packed (16-bit decoded) per call for the GEMM: 16 MB at a time
 PACKED_CACHE_MB = 1024  # f32 weights kept as GEMM panels, per backend, up to this much
 _EMPTY = np.zeros(0, dtype=F32)
@@ -188,7 +196,10 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         if w.qlinear is not None:
             return w.qlinear(x, bias, act, _EMPTY)
-        if tokens <= FEW_TOKENS and w.kind != "quant":
+        if w.packed is None and w.kind == "f32":
+            self._pack_once(w)
+        few = FEW_TOKENS_PACKED if w.packed is not None else FEW_TOKENS
+        if tokens <= few and w.kind != "quant":
             out = np.empty((tokens, n_out), dtype=F32)
             if w.kind == "f32":
                 _lin.linear_few_f32(x, w.data, b, act, out)
@@ -196,8 +207,6 @@ class NumbaBackend(NumpyBackend):
                 _lin.linear_few_16(x, w.data, w.kind == "bf16", b, act, out)
             return out
         out = np.empty((tokens, n_out), dtype=F32)
-        if w.packed is None and w.kind == "f32":
-            self._pack_once(w)
         if w.packed is not None:
             _gemm.gemm_bias_act(x, w.packed, b, act, _gemm.panel_groups(tokens, w.packed.shape[0], self.threads), 0, out)
             return out

@@ -59,8 +59,7 @@ def round_f16(x):
     return -v if sign else v
 
 
-@numba.njit(**_OPTS)
-def quantize_q8_0(x, with_sum, qs, d, s):
+def _quantize_q8_0(x, with_sum, qs, d, s):
     """Rows of x → integer values ``qs`` (float32) and per-32 scales ``d`` (float16 values); with
     ``with_sum`` also ``s = f16(d * sum(q))`` (q8_1). ggml-cpu's AVX2 quantize_row_q8_0 / q8_1."""
     T, n = x.shape
@@ -82,8 +81,7 @@ def quantize_q8_0(x, with_sum, qs, d, s):
                 s[t, b] = round_f16(dd * total)
 
 
-@numba.njit(**_OPTS)
-def quantize_q8_k(x, qs, d, bsums):
+def _quantize_q8_k(x, qs, d, bsums):
     """Rows of x → integer values ``qs`` (float32), a float32 scale per 256 and integer sums per
     16 (``bsums``, float32): ggml's quantize_row_q8_K_ref."""
     T, n = x.shape
@@ -116,18 +114,26 @@ def quantize_q8_k(x, qs, d, bsums):
             d[t, b] = f32(1.0) / iscale
 
 
+# a parallel region costs more than quantizing a few rows: those run on the calling thread
+quantize_q8_0 = numba.njit(**_OPTS)(_quantize_q8_0)
+quantize_q8_k = numba.njit(**_OPTS)(_quantize_q8_k)
+_quantize_q8_0_serial = numba.njit(**{**_OPTS, "parallel": False})(_quantize_q8_0)
+_quantize_q8_k_serial = numba.njit(**{**_OPTS, "parallel": False})(_quantize_q8_k)
+
+
 def quantize_activations(x: np.ndarray, fmt: int):
     """``(qs, d, s, bsums)``: float32 arrays of the 8-bit quantized rows of x in one format."""
     T, n = x.shape
     qs = np.empty((T, n), dtype=F32)
+    few = T <= FEW_TOKENS
     if fmt == Q8_K:
         d = np.empty((T, n // 256), dtype=F32)
         bsums = np.empty((T, n // 16), dtype=F32)
-        quantize_q8_k(x, qs, d, bsums)
+        (_quantize_q8_k_serial if few else quantize_q8_k)(x, qs, d, bsums)
         return qs, d, d, bsums
     d = np.empty((T, n // 32), dtype=F32)
     s = np.empty((T, n // 32), dtype=F32) if fmt == Q8_1 else d
-    quantize_q8_0(x, fmt == Q8_1, qs, d, s)
+    (_quantize_q8_0_serial if few else quantize_q8_0)(x, fmt == Q8_1, qs, d, s)
     return qs, d, s, d
 
 
@@ -136,6 +142,24 @@ def quantize_activations(x: np.ndarray, fmt: int):
 @numba.njit(**_INLINE)
 def _f16_at(w, r, i):
     return f16_to_f32(numba.int32(w[r, i]) | (numba.int32(w[r, i + 1]) << numba.int32(8)))
+
+
+_INV_POW2 = np.array([2.0 ** -j for j in range(16)], dtype=F32)
+
+
+@numba.njit(**_INLINE)
+def _qh_halves(w, r, o):
+    """The 32 high bits of a Q5 block (u32 at w[r, o:o+4]) as two float32 halves (exact)."""
+    lo = numba.int32(w[r, o]) | (numba.int32(w[r, o + U64(1)]) << numba.int32(8))
+    hi = numba.int32(w[r, o + U64(2)]) | (numba.int32(w[r, o + U64(3)]) << numba.int32(8))
+    return f32(lo), f32(hi)
+
+
+@numba.njit(**_INLINE)
+def _bit(half, inv):
+    """Bit j of a 16-bit value held as float32, given inv = 2**-j: float arithmetic, so it vectorises."""
+    t = np.floor(half * inv)
+    return t - f32(2.0) * np.floor(t * f32(0.5))
 
 
 @numba.njit(**_INLINE)
@@ -167,7 +191,8 @@ def gemv_32(w, kind, xq, xd, xs, bias, act, out):
     T, n = xq.shape
     nb = n // 32
     size = (18, 20, 22, 24, 34)[kind]
-    m15, s4, one = U8(15), U8(4), U8(1)
+    m15, s4 = U8(15), U8(4)
+    inv = _INV_POW2
     for c in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         acc = np.empty(32, dtype=F32)
         for r in range(c * ROWS_PER_TASK, min(rows, c * ROWS_PER_TASK + ROWS_PER_TASK)):
@@ -195,12 +220,11 @@ def gemv_32(w, kind, xq, xd, xs, bias, act, out):
                         off = f32(16.0) if kind == 2 else f32(0.0)
                         if kind == 3:
                             accm += _f16_at(w, r, o + U64(2)) * xs[t, b]
+                        lo16, hi16 = _qh_halves(w, r, h0)
                         for j in range(16):
                             byte = w[r, q0 + U64(j)]
-                            hl = U8(w[r, h0 + U64(j >> 3)] >> U8(j & 7)) & one
-                            hh = U8(w[r, h0 + U64(2 + (j >> 3))] >> U8(j & 7)) & one
-                            lo = f32(U8(byte & m15) | U8(hl << s4)) - off
-                            hi = f32(U8(byte >> s4) | U8(hh << s4)) - off
+                            lo = f32(U8(byte & m15)) + f32(16.0) * _bit(lo16, inv[j]) - off
+                            hi = f32(U8(byte >> s4)) + f32(16.0) * _bit(hi16, inv[j]) - off
                             acc[j] += sc * (lo * xq[t, k + U64(j)])
                             acc[j + 16] += sc * (hi * xq[t, k + U64(16 + j)])
                     else:
@@ -277,7 +301,8 @@ def dequant_32(w, kind, r0, r1, out, mins):
     """Rows r0:r1 of 32-weight blocks → float32 ``out``; the q4_1 / q5_1 block mins into ``mins``."""
     nb = out.shape[1] // 32
     size = (18, 20, 22, 24, 34)[kind]
-    m15, s4, one = U8(15), U8(4), U8(1)
+    m15, s4 = U8(15), U8(4)
+    inv = _INV_POW2
     for i in prange(r1 - r0):
         r = r0 + i
         for b in range(nb):
@@ -300,21 +325,21 @@ def dequant_32(w, kind, r0, r1, out, mins):
                 q0 = o + U64(6) if kind == 2 else o + U64(8)
                 h0 = o + U64(2) if kind == 2 else o + U64(4)
                 m = f32(0.0)
+                off = f32(16.0) if kind == 2 else f32(0.0)
                 if kind == 3:
                     m = _f16_at(w, r, o + U64(2))
                     mins[i, b] = m
+                lo16, hi16 = _qh_halves(w, r, h0)
                 for j in range(16):
                     byte = w[r, q0 + U64(j)]
-                    hl = U8(w[r, h0 + U64(j >> 3)] >> U8(j & 7)) & one
-                    hh = U8(w[r, h0 + U64(2 + (j >> 3))] >> U8(j & 7)) & one
-                    lo = U8(byte & m15) | U8(hl << s4)
-                    hi = U8(byte >> s4) | U8(hh << s4)
+                    lo = f32(U8(byte & m15)) + f32(16.0) * _bit(lo16, inv[j]) - off  # exact small integers
+                    hi = f32(U8(byte >> s4)) + f32(16.0) * _bit(hi16, inv[j]) - off
                     if kind == 2:
-                        out[i, k + j] = d * f32(numba.int8(lo) - numba.int8(16))
-                        out[i, k + 16 + j] = d * f32(numba.int8(hi) - numba.int8(16))
+                        out[i, k + j] = d * lo
+                        out[i, k + 16 + j] = d * hi
                     else:
-                        out[i, k + j] = d * f32(lo) + m
-                        out[i, k + 16 + j] = d * f32(hi) + m
+                        out[i, k + j] = d * lo + m
+                        out[i, k + 16 + j] = d * hi + m
             else:
                 for j in range(32):
                     out[i, k + j] = f32(numba.int8(w[r, o + U64(2 + j)])) * d

@@ -35,12 +35,14 @@ def _linear_case(t, n_in, n_out, dtype, bias, act, seed):
         w = b.prepare_matrix(random_matrix(rng, n_out, n_in, dtype, scale=1.0 / np.sqrt(n_in)))
         bv = b.prepare_vector(random_vector(rng, n_out)) if bias else None
         x = b.upload((rng.standard_normal((t, n_in)) * 2).astype(np.float32))
-        return b.download(b.linear(x, w, bv, act)), b.download(b.linear(x, w, bv, act))  # cached panels on 2nd call
+        return b.download(b.linear(x, w, bv, act)), b.download(b.linear(x, w, bv, act))  # twice: panels cached
     return Case(f"linear-{dtype}-{t}x{n_in}->{n_out}-{act}", run, seed=seed)
 
 
-# token counts on both sides of the few-token kernel, around the GEMM's row blocks and tiles
-LINEAR_SHAPES = [(8, 33, 70), (9, 33, 70), (13, 100, 1), (97, 67, 129), (200, 384, 96), (1, 5, 300)]
+# token counts on both sides of the few-token kernels, around the GEMM's row blocks and tiles
+LINEAR_SHAPES = [(cpu_backend.FEW_TOKENS_PACKED, 33, 70), (cpu_backend.FEW_TOKENS_PACKED + 1, 33, 70),
+                 (cpu_backend.FEW_TOKENS, 40, 65), (cpu_backend.FEW_TOKENS + 1, 40, 65), (13, 100, 1),
+                 (97, 67, 129), (200, 384, 96), (1, 5, 300)]
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])

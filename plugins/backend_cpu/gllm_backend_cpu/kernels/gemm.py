@@ -22,35 +22,44 @@ ROW_BLOCK = 16 * MR  # rows of x per task: with K = 384 that block stays in L2 a
 _OPTS = dict(parallel=True, cache=True, error_model="numpy")
 
 
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def _pack_panel(w, p, kind, panel):
+    """``panel[k, c] = W[p * NR + c, k]`` as float32 (kind 0 f32, 1 f16 bits, 2 bf16 bits), zero
+    past W's last row. Transposed in blocks of 16 columns, so the rows read and the panel rows
+    written both stay in L1."""
+    n_out, cols = w.shape
+    valid = min(NR, n_out - p * NR)
+    if valid < NR:
+        for k in range(cols):
+            pk = panel[k]
+            for c in range(NR):
+                pk[c] = 0.0
+    for k0 in range(0, cols, 16):
+        k1 = min(cols, k0 + 16)
+        for c in range(valid):
+            src = w[p * NR + c, k0:k1]
+            for kk in range(k1 - k0):
+                if kind == 1:
+                    panel[k0 + kk, c] = f16_to_f32(src[kk])
+                elif kind == 2:
+                    panel[k0 + kk, c] = bf16_to_f32(src[kk])
+                else:
+                    panel[k0 + kk, c] = src[kk]
+
+
 @numba.njit(**_OPTS)
 def pack_f32(w, packed):
     """``packed[p, k, c] = w[p * NR + c, k]``, zero past the last row of w."""
-    n_out, cols = w.shape
     for p in prange(packed.shape[0]):
-        for k in range(cols):
-            for c in range(NR):
-                packed[p, k, c] = 0.0
-        for c in range(min(NR, n_out - p * NR)):
-            for k in range(cols):
-                packed[p, k, c] = w[p * NR + c, k]
+        _pack_panel(w, p, 0, packed[p])
 
 
 @numba.njit(**_OPTS)
 def pack_16(w, bf16, packed):
     """As ``pack_f32`` for 16-bit weights (uint16 bits of bf16 when ``bf16``, else f16)."""
-    n_out, cols = w.shape
+    kind = 2 if bf16 else 1
     for p in prange(packed.shape[0]):
-        for k in range(cols):
-            for c in range(NR):
-                packed[p, k, c] = 0.0
-        for c in range(min(NR, n_out - p * NR)):
-            row = p * NR + c
-            if bf16:
-                for k in range(cols):
-                    packed[p, k, c] = bf16_to_f32(w[row, k])
-            else:
-                for k in range(cols):
-                    packed[p, k, c] = f16_to_f32(w[row, k])
+        _pack_panel(w, p, kind, packed[p])
 
 
 @numba.njit(**_OPTS)

@@ -20,9 +20,10 @@ def _finish(x, row, o, bias, act, out):
     """Dot products of one float32 weight row with every token, plus bias and activation."""
     has_bias = bias.shape[0] == out.shape[1]
     for t in range(x.shape[0]):
+        xt = x[t]
         acc = numba.float32(0.0)
-        for j in range(x.shape[1]):
-            acc += x[t, j] * row[j]
+        for j in range(xt.shape[0]):
+            acc += xt[j] * row[j]
         if has_bias:
             acc += bias[o]
         out[t, o] = activate(acc, act) if act != ACT_NONE else acc
@@ -44,10 +45,11 @@ def linear_few_16(x, w, bf16, bias, act, out):
     for c in prange((n_out + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         row = np.empty(cols, dtype=np.float32)
         for o in range(c * ROWS_PER_TASK, min(n_out, c * ROWS_PER_TASK + ROWS_PER_TASK)):
+            wo = w[o]  # a row view: no negative-index fix-up inside the loops below
             if bf16:
                 for j in range(cols):
-                    row[j] = bf16_to_f32(w[o, j])
+                    row[j] = bf16_to_f32(wo[j])
             else:
                 for j in range(cols):
-                    row[j] = f16_to_f32(w[o, j])
+                    row[j] = f16_to_f32(wo[j])
             _finish(x, row, o, bias, act, out)
