@@ -9,7 +9,8 @@ model with transformers, gives it a tiny byte-level BPE tokenizer (with ChatML m
 - ``<family>.npz``             every HF weight (float32, HF names) and transformers' float32 logits
                                for fixed token ids (``ids_<i>`` → ``logits_<i>``, every position)
 - ``<family>.config.json``     the HF config.json
-- ``tokenizer.json``           the tokenizer all four share (the GGUF files carry it converted)
+- ``tokenizer.json``, ``tokenizer_config.json``   the tokenizer all four share (the GGUF files
+                               carry it converted)
 
 Only this tool imports torch / transformers; the tests read the committed files.
 
@@ -135,6 +136,7 @@ def main() -> int:
         tok_dir.mkdir()
         vocab = _tokenizer(tok_dir)
         shutil.copy(tok_dir / "tokenizer.json", OUT / "tokenizer.json")
+        shutil.copy(tok_dir / "tokenizer_config.json", OUT / "tokenizer_config.json")
         for family, model in _models(vocab).items():
             _randomise(model, torch)
             model = model.float().eval()

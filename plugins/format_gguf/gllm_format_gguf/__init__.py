@@ -74,6 +74,26 @@ def register_tokenizers(register):
     register(TokenizerLoader(name="gguf", sniff=_sniff_tokenizer, load=_load_tokenizer, priority=90))
 
 
+@hookimpl
+def register_commands(cli):
+    import click
+
+    @cli.command("quantize")
+    @click.argument("model")
+    @click.argument("out", type=click.Path(dir_okay=False))
+    @click.option("--type", "qtype", default="q4_k", show_default=True,
+                  help="storage type of the matrices: q4_k, q8_0, q4_0, q4_1, q5_0, q5_1, f16, f32")
+    @click.option("--verbose", is_flag=True, help="print each tensor as it is written")
+    def quantize(model, out, qtype, verbose):
+        """Write MODEL (alias, store name, safetensors folder or GGUF file) as a GGUF file OUT whose
+        matrices are stored as --type; llama.cpp and gllm load it."""
+        from .convert import quantize_model
+
+        counts = quantize_model(model, out, qtype, progress=click.echo if verbose else None)
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        click.echo(f"wrote {out} ({summary} tensors)")
+
+
 # The real GGUF models the project fetches from PyPI packages (tools/fetch_models.py imports them
 # into the store under these aliases, as the files of these repositories).
 ALIASES = (
