@@ -363,12 +363,16 @@ class NumbaBackend(NumpyBackend):
         if q.shape[0] == 0:
             return out
         self._use_threads()
-        kt = np.empty((k.shape[1], k.shape[2], k.shape[0] + _attn.NR), dtype=F32)
-        _attn.transpose_keys(k, kt)
-        tasks = _attn.make_tasks(cu_q, q.shape[1])
+        group = q.shape[1] // k.shape[1]
+        if int(np.diff(cu_q).max()) >= _attn.TILED_ROWS:
+            kt = np.empty((k.shape[1], k.shape[2], k.shape[0] + _attn.NR), dtype=F32)
+            _attn.transpose_keys(k, kt)
+        else:  # decode steps read k as it is
+            kt = np.empty((k.shape[1], k.shape[2], 0), dtype=F32)
+        tasks = _attn.make_tasks(cu_q, k.shape[1], group)
         previous = numba.set_parallel_chunksize(1)  # tasks differ in cost: hand them out one by one
         try:
-            _attn.attention_blocks(q, kt, v, cu_q, cu_k, tasks, np.float32(scale), bool(causal),
+            _attn.attention_blocks(q, k, kt, v, cu_q, cu_k, tasks, np.float32(scale), bool(causal),
                                    0 if window is None else int(window), out)
         finally:
             numba.set_parallel_chunksize(previous)

@@ -1,13 +1,17 @@
 """Packed variable-length attention streaming over the keys with an online softmax.
 
-One parallel task is (sequence, query head, block of up to ``QUERY_BLOCK`` queries). It walks the
-keys the block may see in blocks of ``KEY_BLOCK``, keeping per query the running maximum, the
-running sum of exponentials and the weighted sum of values, so memory never holds more than a
-``[QUERY_BLOCK, KEY_BLOCK]`` tile of scores. Masks are ranges (causal: keys up to the query's
-position; window: the last ``window`` of those), so fully masked key blocks cost nothing.
+The rows of a task are (query, head) pairs that share one KV head: with grouped KV heads
+(``Hq = group * Hkv``) the ``group`` query heads of each query position read the same keys and
+values, so a task reads them once for all of them (a decode step of a GQA model has ``group``
+rows, not one). One parallel task is (sequence, KV head, block of up to ``QUERY_BLOCK`` rows).
+It walks the keys its rows may see in blocks of ``KEY_BLOCK``, keeping per row the running
+maximum, the running sum of exponentials and the weighted sum of values, so memory never holds
+more than a ``[QUERY_BLOCK, KEY_BLOCK]`` tile of scores. Masks are ranges (causal: keys up to the
+query's position; window: the last ``window`` of those), so fully masked key blocks cost nothing.
 
-With enough queries (prefill, encoders) both products run on the register-tile microkernel
-(``tile.attention_tile``); a decode step (one query per sequence) uses plain vector loops.
+With enough rows (prefill, encoders) both products run on the register-tile microkernel
+(``tile.attention_tile``); with a few (decode) the scores are dot products along k's own rows and
+the keys are never transposed.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from .scalar import exp32, maxnum32
 from .tile import ATTENTION_SHAPE, attention_tile
 
 MR, NR = ATTENTION_SHAPE
-
-QUERY_BLOCK = 8 * MR
+QUERY_BLOCK = 8 * MR  # rows (query, head) per task
 KEY_BLOCK = 4 * NR  # a multiple of 16: score rows are padded to whole vectors
+TILED_ROWS = MR // 2  # fewer rows or query positions (decode): no tiles, no transposed keys
 
 _OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
@@ -33,20 +37,26 @@ def transpose_keys(k, kt):
     """k ``[T, H, D]`` → kt ``[H, D, T + NR]`` (zero tail) so query rows meet keys along
     contiguous memory and a tile may read NR columns past the last key."""
     tokens, heads, dim = k.shape
+    cols = kt.shape[2]
     for h in prange(heads):
+        kh = kt[h]
+        for t in range(tokens):  # reads whole rows of k; writes D streams along kt's rows
+            src = k[t, h]
+            for d in range(dim):
+                kh[d, t] = src[d]
         for d in range(dim):
-            row = kt[h, d]
-            for t in range(tokens):
-                row[t] = k[t, h, d]
-            for t in range(tokens, row.shape[0]):
+            row = kh[d]
+            for t in range(tokens, cols):
                 row[t] = 0.0
 
 
 @numba.njit(**_OPTS)
-def attention_blocks(q, kt, v, cu_q, cu_k, tasks, scale, causal, window, out):
-    """q ``[Tq, Hq, D]``, kt ``[Hkv, D, Tk + NR]``, v ``[Tk, Hkv, Dv]`` → out ``[Tq, Hq, Dv]``.
+def attention_blocks(q, k, kt, v, cu_q, cu_k, tasks, scale, causal, window, out):
+    """q ``[Tq, Hq, D]``, k ``[Tk, Hkv, D]``, v ``[Tk, Hkv, Dv]`` → out ``[Tq, Hq, Dv]``.
 
-    ``tasks[n] = (sequence, head, first query)``; ``window <= 0`` means no window."""
+    ``kt`` is k transposed (``transpose_keys``), read only by blocks of at least ``TILED_ROWS``
+    rows in sequences of at least ``TILED_ROWS`` queries. ``tasks[n] = (sequence, KV head, first row)``; row ``r`` of a sequence is query
+    ``r // group`` through query head ``kvh * group + r % group``. ``window <= 0``: no window."""
     hq = q.shape[1]
     dim = q.shape[2]
     hkv = v.shape[1]
@@ -58,20 +68,20 @@ def attention_blocks(q, kt, v, cu_q, cu_k, tasks, scale, causal, window, out):
     neg_inf = numba.float32(-np.inf)
     for n in prange(tasks.shape[0]):
         b = tasks[n, 0]
-        h = tasks[n, 1]
-        i0 = tasks[n, 2]
-        kvh = h // group
+        kvh = tasks[n, 1]
+        row0 = tasks[n, 2]
         q0 = cu_q[b]
         lq = cu_q[b + 1] - q0
         k0 = cu_k[b]
         lk = cu_k[b + 1] - k0
-        nq = min(QUERY_BLOCK, lq - i0)
-        tiled = nq >= MR // 2
+        nq = min(QUERY_BLOCK, lq * group - row0)
+        tiled = nq >= TILED_ROWS and lq >= TILED_ROWS  # decode steps never transpose the keys
         rows = (nq + MR - 1) // MR * MR  # tiles write whole MR-row strips
         shift = lk - lq  # query i sits at key position i + shift
         qs = np.empty((rows, dim), dtype=np.float32)
         for r in range(nq):
-            src = q[q0 + i0 + r, h]
+            i = (row0 + r) // group
+            src = q[q0 + i, kvh * group + (row0 + r) % group]
             dst = qs[r]
             for d in range(dim):
                 dst[d] = src[d] * scale
@@ -82,13 +92,15 @@ def attention_blocks(q, kt, v, cu_q, cu_k, tasks, scale, causal, window, out):
         qsf = qs.reshape(-1)
         sf = s.reshape(-1)
         accf = acc.reshape(-1)
-        # keys any query of the block may see
+        # keys any row of the block may see
+        first_query = row0 // group
+        last_query = (row0 + nq - 1) // group
         k_hi = lk
         if causal:
-            k_hi = min(lk, i0 + nq - 1 + shift + 1)
+            k_hi = min(lk, last_query + shift + 1)
         k_lo = 0
         if window > 0:
-            k_lo = max(0, i0 + shift - window + 1)
+            k_lo = max(0, first_query + shift - window + 1)
         for j0 in range(k_lo, k_hi, KEY_BLOCK):
             width = min(k_hi, j0 + KEY_BLOCK) - j0
             key0 = k0 + j0
@@ -96,24 +108,22 @@ def attention_blocks(q, kt, v, cu_q, cu_k, tasks, scale, causal, window, out):
             if tiled:
                 for r0 in range(0, nq, MR):
                     for c0 in range(0, width, NR):
-                        attention_tile(qsf, r0 * dim, dim, nq - r0, ktf, (kvh * dim) * kt_cols + key0 + c0, kt_cols,
-                                  dim, sf, r0 * KEY_BLOCK + c0, KEY_BLOCK, False)
-            else:
-                for r in range(nq):
-                    srow = s[r, :width]
-                    for j in range(width):
-                        srow[j] = 0.0
-                    for d in range(dim):
-                        qd = qs[r, d]
-                        krow = kt[kvh, d, key0:key0 + width]
-                        for j in range(width):
-                            srow[j] += qd * krow[j]
+                        attention_tile(qsf, r0 * dim, dim, nq - r0, ktf, (kvh * dim) * kt_cols + key0 + c0,
+                                       kt_cols, dim, sf, r0 * KEY_BLOCK + c0, KEY_BLOCK, False)
+            else:  # a few rows (decode): dot products along k's own rows, each key read once
+                for j in range(width):
+                    kr = k[key0 + j, kvh]
+                    for r in range(nq):
+                        t = numba.float32(0.0)
+                        for d in range(dim):
+                            t += qs[r, d] * kr[d]
+                        s[r, j] = t
             # masks as ranges, then the online softmax update of each row; the row loops run
             # over whole 16-lane vectors (masked tail = -inf, exp = 0) so none ends in scalar code
             padded = (width + 15) // 16 * 16
             for r in range(nq):
                 srow = s[r, :padded]
-                pos = i0 + r + shift
+                pos = (row0 + r) // group + shift
                 lo = 0
                 hi = width
                 if causal:
@@ -144,47 +154,46 @@ def attention_blocks(q, kt, v, cu_q, cu_k, tasks, scale, causal, window, out):
             if tiled and dv % NR == 0:
                 for r0 in range(0, nq, MR):
                     for e0 in range(0, dv, NR):
-                        attention_tile(sf, r0 * KEY_BLOCK, KEY_BLOCK, nq - r0, vf, (key0 * hkv + kvh) * dv + e0, hkv * dv,
-                                  width, accf, r0 * dv + e0, dv, True)
+                        attention_tile(sf, r0 * KEY_BLOCK, KEY_BLOCK, nq - r0, vf, (key0 * hkv + kvh) * dv + e0,
+                                       hkv * dv, width, accf, r0 * dv + e0, dv, True)
             else:
                 width4 = width - width % 4
-                for r in range(nq):
-                    arow = acc[r]
-                    srow = s[r]
-                    for j in range(0, width4, 4):  # four keys per pass: fewer dependent updates of arow
-                        pa = srow[j]
-                        pb = srow[j + 1]
-                        pc = srow[j + 2]
-                        pd = srow[j + 3]
-                        va = v[key0 + j, kvh]
-                        vb = v[key0 + j + 1, kvh]
-                        vc = v[key0 + j + 2, kvh]
-                        vd = v[key0 + j + 3, kvh]
+                for j in range(0, width4, 4):  # four keys per pass: fewer dependent updates of a row
+                    va = v[key0 + j, kvh]
+                    vb = v[key0 + j + 1, kvh]
+                    vc = v[key0 + j + 2, kvh]
+                    vd = v[key0 + j + 3, kvh]
+                    for r in range(nq):
+                        pa = s[r, j]
+                        pb = s[r, j + 1]
+                        pc = s[r, j + 2]
+                        pd = s[r, j + 3]
                         for e in range(dv):
-                            arow[e] += pa * va[e] + pb * vb[e] + pc * vc[e] + pd * vd[e]
-                    for j in range(width4, width):
-                        pa = srow[j]
-                        va = v[key0 + j, kvh]
+                            acc[r, e] += pa * va[e] + pb * vb[e] + pc * vc[e] + pd * vd[e]
+                for j in range(width4, width):
+                    va = v[key0 + j, kvh]
+                    for r in range(nq):
+                        pa = s[r, j]
                         for e in range(dv):
-                            arow[e] += pa * va[e]
+                            acc[r, e] += pa * va[e]
         for r in range(nq):
             inv = numba.float32(1.0 / run_sum[r]) if run_sum[r] > 0.0 else numba.float32(0.0)
             arow = acc[r]
-            orow = out[q0 + i0 + r, h]
+            orow = out[q0 + (row0 + r) // group, kvh * group + (row0 + r) % group]
             for e in range(dv):
                 orow[e] = arow[e] * inv
 
 
-def make_tasks(cu_q: np.ndarray, heads: int) -> np.ndarray:
-    """(sequence, head, first query) for every block, longest sequences first (balance)."""
+def make_tasks(cu_q: np.ndarray, kv_heads: int, group: int) -> np.ndarray:
+    """(sequence, KV head, first row) for every block of rows, longest sequences first."""
     lengths = np.diff(cu_q).astype(np.int64)
-    blocks = (lengths + QUERY_BLOCK - 1) // QUERY_BLOCK
+    blocks = (lengths * group + QUERY_BLOCK - 1) // QUERY_BLOCK
     seq = np.repeat(np.arange(len(lengths)), blocks)
     first = np.arange(int(blocks.sum())) - np.repeat(np.cumsum(blocks) - blocks, blocks)
     order = np.argsort(-lengths[seq], kind="stable")
     seq, first = seq[order], first[order] * QUERY_BLOCK
-    tasks = np.empty((len(seq) * heads, 3), dtype=np.int32)
-    tasks[:, 0] = np.repeat(seq, heads)
-    tasks[:, 1] = np.tile(np.arange(heads), len(seq))
-    tasks[:, 2] = np.repeat(first, heads)
+    tasks = np.empty((len(seq) * kv_heads, 3), dtype=np.int32)
+    tasks[:, 0] = np.repeat(seq, kv_heads)
+    tasks[:, 1] = np.tile(np.arange(kv_heads), len(seq))
+    tasks[:, 2] = np.repeat(first, kv_heads)
     return tasks
