@@ -7,7 +7,9 @@ engines, at the same thread count, measure:
 - decode tokens/s: greedy single-token steps after that prompt;
 
 beside the memory-bandwidth floor for decoding: the bytes of weights one token reads divided by
-the machine's measured copy bandwidth (the fastest decode any engine could reach).
+the machine's measured copy bandwidth (the fastest decode any engine could reach). Then it
+writes SmolLM2 with ``gllm quantize`` (q4_k, q8_0), runs the file in llama.cpp and in gllm, and
+counts how many of llama.cpp's greedy tokens on it equal its tokens on the original file.
 
 llama.cpp runs through llama-cpp-python built from source, in its own interpreter::
 
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("smollm2:135m", "qwen2.5-coder:0.5b")
 PROMPT = ("The history of computing is a story of ever smaller and faster machines. " * 12).strip()
 DECODE_TOKENS = 64
+QUANTIZE_CHECKS = (("smollm2:135m", "q4_k"), ("smollm2:135m", "q8_0"))
 
 
 def _fetch_tool():
@@ -163,7 +166,34 @@ def main() -> int:
     for alias, n, pg, pl, dg, dl, floor, nbytes, same in rows:
         lines.append(f"| {alias} | {n} | {pg:.1f} | {pl:.1f} | {pg / pl:.2f} | {dg:.1f} | {dl:.1f} | {dg / dl:.2f} "
                      f"| {floor:.0f} | {nbytes / 1e6:.0f} | {same}/{DECODE_TOKENS} |")
-    table = "\n".join(lines)
+    # gllm quantize: the file it writes runs in llama.cpp, and greedy tokens stay near the original's
+    qlines = ["| model | gllm quantize --type | file MB | llama.cpp decode tok/s on it | gllm decode tok/s on it "
+              "| llama.cpp tokens equal to its run of the original file (of 64) |", "|" + "---|" * 6]
+    import tempfile
+
+    from gllm_format_gguf.convert import quantize_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for alias, qtype in QUANTIZE_CHECKS:
+            path = fetch.model_path(alias)
+            out = os.path.join(tmp, f"{alias.replace(':', '-')}-{qtype}.gguf")
+            quantize_model(path, out, qtype)
+            ids = build_tokenizer(open_gguf(path).metadata, path).encode_prompt(PROMPT)
+            cmd = [args.llama_python, __file__, "--threads", str(args.threads), "--worker"]
+            original = json.loads(subprocess.run(cmd + [path, json.dumps(ids)], check=True, capture_output=True,
+                                                 text=True).stdout.strip().splitlines()[-1])
+            theirs = json.loads(subprocess.run(cmd + [out, json.dumps(ids)], check=True, capture_output=True,
+                                               text=True).stdout.strip().splitlines()[-1])
+            ours = gllm_run(out, ids, args.threads)
+            same = 0
+            for a_tok, b_tok in zip(original["tokens"], theirs["tokens"]):
+                if a_tok != b_tok:
+                    break
+                same += 1
+            qlines.append(f"| {alias} | {qtype} | {os.path.getsize(out) / 1e6:.0f} | "
+                          f"{DECODE_TOKENS / theirs['decode_s']:.1f} | {DECODE_TOKENS / ours['decode_s']:.1f} | "
+                          f"{same} first, {sum(x == y for x, y in zip(original['tokens'], theirs['tokens']))} in all |")
+    table = "\n".join(lines) + "\n\n" + "\n".join(qlines)
     print(f"{where}; {args.threads} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; llama-cpp-python {version}")
     print(table)
     if args.record:
