@@ -32,7 +32,8 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    return (x / (1.0 + np.exp(-x))).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp(-x) → inf for very negative x gives the right limit, -0
+        return (x / (1.0 + np.exp(-x))).astype(np.float32)
 
 
 ACTIVATION_FUNCTIONS = {
