@@ -136,7 +136,10 @@ class NumbaBackend(NumpyBackend):
 
     # -- shape ---------------------------------------------------------------------------------
     def view(self, x, shape):
-        return np.reshape(x, tuple(shape), copy=False)
+        try:
+            return np.reshape(x, tuple(shape), copy=False)  # numpy >= 2.1: never a silent copy
+        except TypeError:  # older numpy has no copy= argument
+            return np.reshape(x, tuple(shape))
 
     def split(self, x, sizes):
         x = _f32(x)
@@ -254,10 +257,11 @@ class NumbaBackend(NumpyBackend):
             return np.ascontiguousarray(table.weight.dense(ids.astype(np.int64)), dtype=F32)
         self._use_threads()
         out = np.empty((ids.shape[0], dim), dtype=F32)
+        rows = ids.astype(np.int64)  # the index type take_rows uses too: one compiled kernel
         if table.kind == "f32":
-            _ew.gather_rows_f32(table.data, ids, out)
+            _ew.gather_rows_f32(table.data, rows, out)
         else:
-            _ew.gather_rows_16(table.data, table.kind == "bf16", ids, out)
+            _ew.gather_rows_16(table.data, table.kind == "bf16", rows, out)
         return out
 
     def add(self, a, b):

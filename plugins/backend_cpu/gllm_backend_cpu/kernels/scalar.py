@@ -152,22 +152,64 @@ def activate(x, act):
     return x
 
 
+def target_has(feature: str) -> bool:
+    """Whether numba compiles for a CPU with this LLVM feature (it targets the host unless
+    NUMBA_CPU_NAME / NUMBA_CPU_FEATURES say otherwise)."""
+    from llvmlite import binding as llvm
+    from numba.core import config
+
+    if config.CPU_FEATURES:
+        return f"+{feature}" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return False
+    try:
+        return bool(llvm.get_host_cpu_features().get(feature))
+    except Exception:  # noqa: BLE001 - unknown host: assume the feature is missing
+        return False
+
+
+def _x86() -> bool:
+    import platform
+
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+# half → float by the hardware where it can (F16C on x86, always on arm64), else by bit arithmetic
+_HARDWARE_HALF = target_has("f16c") or not _x86()
+
+
 @intrinsic
 def f16_to_f32(typingctx, bits):
     """IEEE half bits (the low 16 bits of an integer) → float32, exact (subnormals, inf, NaN).
 
-    LLVM's own ``fpext half`` so that a loop of them becomes vcvtph2ps (F16C / AVX-512); the same
-    bit arithmetic written in numba runs in 64-bit lanes, three times slower."""
+    LLVM's own ``fpext half`` where the CPU converts halves (a loop of them becomes vcvtph2ps),
+    else the same in 32-bit integer IR; written in numba that bit arithmetic would run in 64-bit
+    lanes (numba widens integer operations), three times slower."""
     if not isinstance(bits, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):
+        i16, i32 = ir.IntType(16), ir.IntType(32)
         value = args[0]
         if bits.bitwidth > 16:
-            value = builder.trunc(value, ir.IntType(16))
+            value = builder.trunc(value, i16)
         elif bits.bitwidth < 16:
-            value = builder.zext(value, ir.IntType(16))
-        return builder.fpext(builder.bitcast(value, ir.HalfType()), ir.FloatType())
+            value = builder.zext(value, i16)
+        if _HARDWARE_HALF:
+            return builder.fpext(builder.bitcast(value, ir.HalfType()), ir.FloatType())
+        h = builder.zext(value, i32)
+
+        def c(x):
+            return ir.Constant(i32, x)
+
+        em = builder.and_(h, c(0x7FFF))
+        sign = builder.shl(builder.and_(h, c(0x8000)), c(16))
+        normal = builder.add(builder.shl(em, c(13)), c(0x38000000))
+        special = builder.or_(c(0x7F800000), builder.shl(builder.and_(em, c(0x3FF)), c(13)))
+        out = builder.select(builder.icmp_unsigned(">=", em, c(0x7C00)), special, normal)
+        sub = builder.fmul(builder.uitofp(em, ir.FloatType()), ir.Constant(ir.FloatType(), 2.0 ** -24))
+        out = builder.select(builder.icmp_unsigned("<", em, c(0x400)), builder.bitcast(sub, i32), out)
+        return builder.bitcast(builder.or_(out, sign), ir.FloatType())
 
     return types.float32(bits), codegen
 

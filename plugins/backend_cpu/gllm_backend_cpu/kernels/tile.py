@@ -13,27 +13,16 @@ linear layers use 6 x 64 (24 of 32 zmm registers: 98-107 GFLOP/s where OpenBLAS 
 
 from __future__ import annotations
 
-from llvmlite import binding as llvm
 from llvmlite import ir
-from numba.core import cgutils, config, types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
+
+from .scalar import target_has
 
 VECTOR = 16  # float32 lanes per IR vector; LLVM splits them in two on AVX2
 
 
-def target_has_avx512() -> bool:
-    """Whether numba compiles for a CPU with AVX-512 (it targets the host unless told otherwise)."""
-    if config.CPU_FEATURES:
-        return "+avx512f" in config.CPU_FEATURES
-    if config.CPU_NAME and config.CPU_NAME != "host":
-        return False
-    try:
-        return bool(llvm.get_host_cpu_features().get("avx512f"))
-    except Exception:  # noqa: BLE001 - unknown host: assume the smaller register file
-        return False
-
-
-AVX512 = target_has_avx512()
+AVX512 = target_has("avx512f")
 LINEAR_SHAPE = (6, 64) if AVX512 else (6, 16)
 ATTENTION_SHAPE = (12, 32) if AVX512 else (6, 16)
 
