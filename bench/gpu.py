@@ -504,17 +504,26 @@ def bench_attention(backend, rng, nh, nkv, hd):
         cu = np.array([0, 1024], np.int32)
         dt = _time(backend, lambda: backend.attention(q, k, k, cu, cu, hd ** -0.5, True), reps=5)
         log(f"  prefill 1024, {threads} work-items: {dt * 1e3:.3f} ms")
-    for lq, lk in ((1024, 1024), (1, 1024), (1, 4096)):
+    backend.attention_threads = 128
+    backend._attention_kernels.clear()
+    backend._plans.clear()
+    saved = backend.attention_bk, backend.attention_split_blocks
+    for lq, lk in ((1024, 1024), (1, 130), (1, 1024), (1, 4096)):
         for batch in (1, 8) if lq == 1 else (1,):
             q = backend.upload(rng.standard_normal((batch * lq, nh, hd)).astype(np.float32))
             k = backend.upload(rng.standard_normal((batch * lk, nkv, hd)).astype(np.float32))
             cu_q = np.arange(batch + 1, dtype=np.int32) * lq
             cu_k = np.arange(batch + 1, dtype=np.int32) * lk
-            dt = _time(backend, lambda: backend.attention(q, k, k, cu_q, cu_k, hd ** -0.5, True), reps=5)
-            flops = 4 * batch * lq * lk * nh * hd / (2 if lq == lk else 1)
-            kv_bytes = 2 * batch * lk * nkv * hd * 4
-            log(f"  q{lq} k{lk} b{batch}: {dt * 1e3:8.3f} ms  {flops / dt / 1e12:6.2f} TFLOP/s  "
-                f"{kv_bytes / dt / 1e9:7.0f} GB/s of K/V")
+            row = []
+            for bk, sb in ((None, 2), (None, 1), (16, 1)) if lq == 1 else ((None, 1),):
+                backend.attention_bk, backend.attention_split_blocks = bk, sb
+                dt = _time(backend, lambda: backend.attention(q, k, k, cu_q, cu_k, hd ** -0.5, True), reps=20)
+                flops = 4 * batch * lq * lk * nh * hd / (2 if lq == lk else 1)
+                kv_bytes = 2 * batch * lk * nkv * hd * 4
+                row.append(f"bk {bk or 'auto'} split>={sb}: {dt * 1e6:8.1f} us {flops / dt / 1e12:5.2f} TFLOP/s "
+                           f"{kv_bytes / dt / 1e9:5.0f} GB/s")
+            log(f"  q{lq} k{lk} b{batch}: " + " | ".join(row))
+    backend.attention_bk, backend.attention_split_blocks = saved
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ WEIGHT_CODES = {"f32": 0, "f16": 1, "bf16": 2}
 QUANT_CODES = {"q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10, "q3_k": 11, "q4_k": 12,
                "q5_k": 13, "q6_k": 14}
 MAX_SPLITS = 32  # split-K pieces of one attention row at most
+NORM_MAX = 8192  # longest row whose RMSNorm a matrix-vector product computes in local memory
 GEMV_MAX_ROWS = 8  # x rows up to which linear reads each weight once per row group (decode)
 _I32 = np.int32
 _F32 = np.float32
@@ -45,11 +46,18 @@ class DeviceArray:
     view (``stride`` set: rows of the first axis lie ``stride`` elements apart from ``offset``;
     what ``split`` returns) and a row gather (``rows`` set: row ``i`` is row ``rows[i]`` of
     ``buf``; what ``take_rows`` returns). Ops that cannot read them make them contiguous first,
-    in place (``OpenCLBackend._dense``)."""
+    in place (``OpenCLBackend._dense``).
 
-    __slots__ = ("buf", "shape", "size", "dtype", "host", "kind", "stride", "offset", "rows", "__weakref__")
+    Two more for decode at batch 1, where the norm is computed by the next matrix-vector product
+    (``norm`` set): a pending RMSNorm (kind 3, ``norm = (x, residual or None, weight, eps, h or
+    None)``, what ``rms_norm`` / ``add_rms_norm`` return for one row) and the residual sum h of a
+    pending ``add_rms_norm`` (kind 4, ``norm = (the pending norm,)``), which that product writes."""
 
-    def __init__(self, buf, shape: tuple, dtype=_F32, host=None, stride=None, offset=0, rows=None, size=None):
+    __slots__ = ("buf", "shape", "size", "dtype", "host", "kind", "stride", "offset", "rows", "norm",
+                 "__weakref__")
+
+    def __init__(self, buf, shape: tuple, dtype=_F32, host=None, stride=None, offset=0, rows=None, size=None,
+                 norm=None):
         self.buf = buf
         self.shape = shape
         self.size = math.prod(shape) if size is None else size
@@ -58,7 +66,9 @@ class DeviceArray:
         self.stride = stride
         self.offset = offset
         self.rows = rows
-        self.kind = 1 if stride is not None else 2 if rows is not None else 0  # contiguous, column view, row gather
+        self.norm = norm
+        # contiguous, column view, row gather, pending norm, pending residual sum
+        self.kind = 1 if stride is not None else 2 if rows is not None else 0 if norm is None else 3 + (len(norm) == 1)
 
     @property
     def ndim(self) -> int:
@@ -69,7 +79,7 @@ class DeviceArray:
         return self.kind != 0
 
     def __repr__(self) -> str:
-        form = ("", " column view", " row gather")[self.kind]
+        form = ("", " column view", " row gather", " pending norm", " pending sum")[self.kind]
         return f"DeviceArray(shape={self.shape}, dtype={self.dtype}{form})"
 
 
@@ -263,6 +273,10 @@ class OpenCLBackend(Backend):
         self._index_cache: dict = {}
         self._plans: dict = {}
         self.attention_threads = 128  # work-items per attention work-group
+        self.attention_bk = None  # keys per block (None: the largest that fits local memory)
+        self.attention_split_blocks = 1  # key blocks per split-K piece at least
+        # one-row RMSNorm computed by the next matrix-vector product (GLLM_OPENCL_FUSE_NORM=0: off)
+        self.fuse_norm = os.environ.get("GLLM_OPENCL_FUSE_NORM", "1") != "0"
         self._counter_len, self._counter_buf = 0, None
 
     def __repr__(self) -> str:
@@ -320,6 +334,9 @@ class OpenCLBackend(Backend):
         """Make a lazy array contiguous, in place (every holder of it sees the same values)."""
         if self.rt.deferred is not None:
             self._flush()
+        if x.kind >= 3:
+            self._norm_now(x.norm[0] if x.kind == 4 else x)
+            return x
         t = x.shape[0] if x.shape else 1
         w = x.size // t if t else 0
         buf = self._alloc(4 * t * w or 4)
@@ -332,6 +349,19 @@ class OpenCLBackend(Backend):
                                    x.offset, w, 0, 0, t)
         x.buf, x.stride, x.offset, x.rows, x.kind = buf, None, 0, None, 0
         return x
+
+    def _norm_now(self, y: DeviceArray) -> None:
+        """Run a pending RMSNorm (kind 3) into its own buffer, and its residual sum h if any."""
+        if y.kind != 3:
+            return
+        src, res, weight, eps, h = y.norm
+        d = y.shape[-1]
+        with self._lock:
+            self._k_rms_norm(self.queue, (self.red,), (self.red,), src.buf, src.buf if res is None else res.buf,
+                             weight.buf, y.buf, y.buf if h is None else h.buf, d, float(eps), int(res is not None))
+        y.norm, y.kind = None, 0
+        if h is not None:
+            h.norm, h.kind = None, 0
 
     def _register(self, y: DeviceArray) -> None:
         """Remember a lazy array by the buffer it reads, so a write into that buffer
@@ -408,7 +438,7 @@ class OpenCLBackend(Backend):
                 shape = shape[:i] + (x.size // rest if rest else 0,) + shape[i + 1:]
             if math.prod(shape) != x.size or min(shape, default=0) < 0:
                 raise BadRequestError(f"view: cannot view {x.shape} as {shape}")
-        if x.kind and (not shape or not x.shape or shape[0] != x.shape[0]):
+        if x.kind and (x.kind >= 3 or not shape or not x.shape or shape[0] != x.shape[0]):
             x = self._dense(x)  # a lazy array keeps its form only while its first axis stays
         y = DeviceArray(x.buf, shape, x.dtype, x.host, x.stride, x.offset, x.rows, x.size)
         if y.kind:
@@ -524,8 +554,10 @@ class OpenCLBackend(Backend):
             self.rt.deferred = ("scatter", launch, (idx, d, t, acc), (dst.buf, src.buf, stride, off))
 
     # -- math ----------------------------------------------------------------------------------
-    def _gemv(self, code: int, nt: int):
-        key = (code, nt)
+    def _gemv(self, code: int, nt: int, norm_n: int = 0):
+        """The matrix-vector kernel; with ``norm_n`` its form that computes a one-row RMSNorm of
+        ``norm_n`` columns first (``gemv_norm``)."""
+        key = (code, nt, norm_n)
         k = self._gemv_kernels.get(key)
         if k is None:
             rpt, lanes, warps = self.gemv_rpt[nt], self.gemv_lanes, self.gemv_warps
@@ -533,9 +565,14 @@ class OpenCLBackend(Backend):
                        "U": self.gemv_unroll[nt]}
             if self.gemv_vload:
                 defines["F16_VLOAD"] = 1
+            if norm_n:
+                defines["XN"] = norm_n
             prg = self.rt.program(["linear.cl"], defines)
-            k = self._gemv_kernels[key] = (self.rt.kernel(prg, "gemv", [B, B, B, B, _I32, _I32, _I32, _I32, _I32]),
-                                           lanes, warps, rpt)
+            if norm_n:
+                kern = self.rt.kernel(prg, "gemv_norm", [B, B, B, B, B, B, B, _I32, _I32, _I32, _I32, _F32])
+            else:
+                kern = self.rt.kernel(prg, "gemv", [B, B, B, B, _I32, _I32, _I32, _I32, _I32])
+            k = self._gemv_kernels[key] = (kern, lanes, warps, rpt)
         return k
 
     def _gemm(self, code: int):
@@ -624,6 +661,8 @@ class OpenCLBackend(Backend):
     def linear(self, x, w: DeviceMatrix, bias=None, activation=None):
         if self.rt.deferred is not None:
             self._flush()
+        if x.kind == 3 and w.quant is None and x.shape[-1] == w.cols:
+            return self._linear_norm(x, w, bias, activation)
         if x.kind:
             x = self._dense(x)
         n_out, n_in = w.shape
@@ -660,6 +699,21 @@ class OpenCLBackend(Backend):
                 k, bm, bn = self._gemm(w.code)
                 k(self.queue, (-(-n_out // bn) * 16, -(-t // bm) * 16), (16, 16), w.buf, x.buf, b, y.buf, t, n_in,
                   n_out, int(bias is not None), act)
+        return y
+
+    def _linear_norm(self, x, w: DeviceMatrix, bias, activation):
+        """act(rms_norm(a (+ r)) @ W.T + b) for one row: the norm in the product's prologue."""
+        src, res, weight, eps, h = x.norm
+        n_out, n_in = w.shape
+        k, lanes, warps, rpt = self._gemv(w.code, 1, n_in)
+        y = DeviceArray(self._alloc(4 * n_out), x.shape[:-1] + (n_out,), _F32, size=n_out)
+        groups = -(-n_out // (warps * rpt))
+        with self._lock:
+            k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, src.buf, src.buf if res is None else res.buf,
+              weight.buf, y.buf if bias is None else bias.buf, y.buf, src.buf if h is None else h.buf, n_out,
+              int(bias is not None), ACT_CODES[activation], int(res is not None), float(eps))
+        if h is not None:  # written by work-group 0 of that launch
+            h.norm, h.kind = None, 0
         return y
 
     def embedding(self, table: DeviceMatrix, ids):
@@ -754,12 +808,17 @@ class OpenCLBackend(Backend):
                                    int(residual is not None), int(bias is not None))
         return y
 
+    def _lazy_norm(self, x, d: int, rows: int) -> bool:
+        return self.fuse_norm and rows == 1 and 0 < d <= NORM_MAX and d % 8 == 0 and x.ndim == 2
+
     def rms_norm(self, x, weight, eps):
         if self.rt.deferred is not None:
             self._flush()
         x = self._c(x)
         d = x.shape[-1]
         rows = x.size // d if d else 0
+        if self._lazy_norm(x, d, rows):  # the next matrix-vector product computes it
+            return DeviceArray(self._alloc(4 * d), x.shape, _F32, size=x.size, norm=(x, None, weight, eps, None))
         y = self._empty(x.shape)
         if rows:
             with self._lock:
@@ -773,6 +832,11 @@ class OpenCLBackend(Backend):
         x, residual = self._c(x), self._c(residual)
         d = x.shape[-1]
         rows = x.size // d if d else 0
+        if x.shape == residual.shape and self._lazy_norm(x, d, rows):  # the next matrix-vector product computes both
+            y = DeviceArray(self._alloc(4 * d), x.shape, _F32, size=x.size)
+            h = DeviceArray(self._alloc(4 * d), x.shape, _F32, size=x.size, norm=(y,))
+            y.norm, y.kind = (x, residual, weight, eps, h), 3
+            return y, h
         y, h = self._empty(x.shape), self._empty(x.shape)
         if rows:
             with self._lock:
@@ -822,13 +886,13 @@ class OpenCLBackend(Backend):
         return y
 
     def _attention_kernel(self, d: int, dv: int, bq: int):
-        key = (d, dv, bq)
+        key = (d, dv, bq, self.attention_bk)
         hit = self._attention_kernels.get(key)
         if hit is None:
             nt = min(self.attention_threads, self.rt.max_group)
             budget = min(self.rt.local_mem, 48 * 1024) - 512 - 8 * MAX_SPLITS * bq  # and the split merge's weights
             bk = 8
-            for cand in (32, 16):
+            for cand in (32, 16) if self.attention_bk is None else (self.attention_bk,):
                 need = 4 * (bq * (d + 1) + cand * (d + 1) + cand * dv + bq * (cand + 1) + nt)
                 if need <= budget and cand % (nt // bq) == 0:
                     bk = cand
@@ -894,7 +958,7 @@ class OpenCLBackend(Backend):
     def _attention_plan(self, cu_q, cu_k, hq, hkv, d, dv):
         """Work-groups, split-K and the uploaded offsets of one batch layout: computed once per
         forward pass, reused by every layer."""
-        key = (cu_q.tobytes(), cu_k.tobytes(), hq, hkv, d, dv)
+        key = (cu_q.tobytes(), cu_k.tobytes(), hq, hkv, d, dv, self.attention_bk, self.attention_split_blocks)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -907,8 +971,9 @@ class OpenCLBackend(Backend):
         nblocks = len(blocks) // 2
         span = int(lk.max()) if len(lk) else 0
         nsplit = 1
-        if nblocks * hkv < self.attention_min_groups and span > 2 * bk:
-            nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // (2 * bk)), MAX_SPLITS)
+        sb = self.attention_split_blocks * bk
+        if nblocks * hkv < self.attention_min_groups and span > sb:
+            nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // sb), MAX_SPLITS)
         split_len = _round_up(-(-span // nsplit), bk) if span else bk
         nsplit = max(1, -(-span // split_len))
         if len(self._plans) > 64:

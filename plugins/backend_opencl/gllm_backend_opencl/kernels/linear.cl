@@ -91,6 +91,63 @@ void gemv(__global const wtype* restrict w, __global const float* restrict x,
         }
     }
 }
+
+#ifdef XN
+// One row of x that is rms_norm(a (+ r)) * g, computed by every work-group into local memory
+// before its matrix-vector (decode at batch 1: the norm costs no launch of its own). XN = n_in.
+// Work-group 0 also writes h = a + r, the residual stream the next block reads.
+#define NTH (LANES * WARPS)
+__kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))
+void gemv_norm(__global const wtype* restrict w, __global const float* restrict a,
+               __global const float* restrict r, __global const float* restrict g,
+               __global const float* restrict bias, __global float* restrict y, __global float* restrict h_out,
+               const int n_out, const int has_bias, const int act, const int has_res, const float eps) {
+    __local float xs[XN];
+    __local float red[WARPS][RPT][LANES + 1];
+    __local float part[NTH];
+    const int lane = get_local_id(0), warp = get_local_id(1), tid = warp * LANES + lane;
+    const int o0 = (get_group_id(0) * WARPS + warp) * RPT;
+    const int write_h = has_res && get_group_id(0) == 0;
+    float ss = 0.0f;
+    for (int c = tid * 4; c < XN; c += NTH * 4) {  // XN % 8 == 0
+        float4 v = vload4(0, a + c);
+        if (has_res) v += vload4(0, r + c);
+        if (write_h) vstore4(v, 0, h_out + c);
+        vstore4(v, 0, xs + c);
+        ss += dot(v, v);
+    }
+    part[tid] = ss;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = NTH / 2; s > 0; s >>= 1) {
+        if (tid < s) part[tid] += part[tid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float inv = rsqrt(part[0] / XN + eps);
+    for (int c = tid * 4; c < XN; c += NTH * 4) vstore4(vload4(0, xs + c) * inv * vload4(0, g + c), 0, xs + c);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float acc[RPT];
+#pragma unroll
+    for (int rr = 0; rr < RPT; rr++) acc[rr] = 0.0f;
+    for (int k = lane * 8; k < XN; k += LANES * 8) {
+        float8 xv = vload8(0, xs + k);
+#pragma unroll
+        for (int rr = 0; rr < RPT; rr++)
+            if (o0 + rr < n_out) acc[rr] += dot8(loadw8(w + (size_t)(o0 + rr) * XN + k), xv);
+    }
+#pragma unroll
+    for (int rr = 0; rr < RPT; rr++) red[warp][rr][lane] = acc[rr];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int rr = lane; rr < RPT; rr += LANES) {
+        int o = o0 + rr;
+        if (o < n_out) {
+            float s = 0.0f;
+            for (int l = 0; l < LANES; l++) s += red[warp][rr][l];
+            if (has_bias) s += bias[o];
+            y[o] = apply_act(s, act);
+        }
+    }
+}
+#endif
 #endif
 
 #ifdef GEMM
