@@ -546,6 +546,8 @@ def main(argv=None):
     ap.add_argument("--no-q4k", action="store_true", help="skip the Q4_K model (f16 weights from random blocks "
                     "otherwise, so both compute the same function)")
     ap.add_argument("--decode-reps", type=int, default=2, help="decode runs per batch size (best kept)")
+    ap.add_argument("--ab", default="", help="backend settings to compare on decode at batch 1, each alone "
+                    "(comma list of attr=value, e.g. fuse_norm=0,attention_split_blocks=2)")
     args = ap.parse_args(argv)
     cfg = TINY if args.tiny else QWEN25_7B
 
@@ -593,6 +595,19 @@ def main(argv=None):
     results["gllm"] = ours
     log(f"gllm: {json.dumps({k: round(v, 3) for k, v in ours.items() if not isinstance(v, list)})}  "
         f"(mma: {backend.mma_status})")
+    for item in filter(None, args.ab.split(",")):
+        attr, value = item.split("=")
+        old = getattr(backend, attr)
+        setattr(backend, attr, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
+        backend._plans.clear()
+        a = argparse.Namespace(**vars(args))
+        a.prompt, a.reps = 16, 1
+        r = bench_gllm(model, cfg, a, fast=False)
+        setattr(backend, attr, old)
+        backend._plans.clear()
+        ours[f"decode_b1_{attr}={value}"] = r["decode_b1_tok_s"]
+        log(f"  with {attr}={value}: decode b1 {r['decode_b1_tok_s']:.1f} tok/s {r['decode_b1_runs']}, "
+            f"b8 {r['decode_b8_tok_s']:.1f}  (default: {ours['decode_b1_tok_s']:.1f}, {ours['decode_b8_tok_s']:.1f})")
     if args.profile:
         profile_decode(model, cfg)
     check_prompt = np.random.default_rng(7).integers(0, cfg["vocab_size"], size=64).tolist()
