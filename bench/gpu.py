@@ -595,18 +595,35 @@ def main(argv=None):
     results["gllm"] = ours
     log(f"gllm: {json.dumps({k: round(v, 3) for k, v in ours.items() if not isinstance(v, list)})}  "
         f"(mma: {backend.mma_status})")
+    from gllm_backend_opencl.backend import DeviceMatrix
+
+    def forget_launches():
+        backend._plans.clear()
+        backend._gemv_kernels.clear()
+        for o in gc.get_objects():
+            if isinstance(o, DeviceMatrix):
+                o.launch.clear()
+
     for item in filter(None, args.ab.split(",")):
         attr, value = item.split("=")
-        old = getattr(backend, attr)
-        setattr(backend, attr, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
-        backend._plans.clear()
+        if attr.startswith("gemv_u"):  # gemv_u1=2: U=2 for one row of x
+            nt = int(attr[6:])
+            old_u = backend.gemv_unroll[nt]
+            backend.gemv_unroll[nt] = int(value)
+            attr, old = "gemv_unroll", dict(backend.gemv_unroll)
+            old[nt] = old_u
+        else:
+            old = getattr(backend, attr)
+            setattr(backend, attr, None if value == "None" else type(old)(int(value)) if isinstance(old, (bool, int))
+                    else int(value))
+        forget_launches()
         a = argparse.Namespace(**vars(args))
         a.prompt, a.reps = 16, 1
         r = bench_gllm(model, cfg, a, fast=False)
         setattr(backend, attr, old)
-        backend._plans.clear()
-        ours[f"decode_b1_{attr}={value}"] = r["decode_b1_tok_s"]
-        log(f"  with {attr}={value}: decode b1 {r['decode_b1_tok_s']:.1f} tok/s {r['decode_b1_runs']}, "
+        forget_launches()
+        ours[f"decode_b1_{item}"] = r["decode_b1_tok_s"]
+        log(f"  with {item}: decode b1 {r['decode_b1_tok_s']:.1f} tok/s {r['decode_b1_runs']}, "
             f"b8 {r['decode_b8_tok_s']:.1f}  (default: {ours['decode_b1_tok_s']:.1f}, {ours['decode_b8_tok_s']:.1f})")
     if args.profile:
         profile_decode(model, cfg)

@@ -256,6 +256,11 @@ class OpenCLBackend(Backend):
         self._k_embedding = [_kernel(prg, f"embedding_{d}", [B, B, B, i, i, i]) for d in ("f32", "f16", "bf16")]
         self._k_layer_norm = _kernel(prg, "layer_norm", [B, B, B, B, B, i, f, i, i])
         self._k_rms_norm = _kernel(prg, "rms_norm", [B, B, B, B, B, i, f, i])
+        # few rows (decode): a narrower work-group per row finishes sooner (fewer reduction steps)
+        self.red_small = min(256, red)
+        self._k_rms_norm_small = _kernel(rt.program(["basic.cl"], {"RED": self.red_small}), "rms_norm",
+                                         [B, B, B, B, B, i, f, i])
+        self.norm_small_rows = 16  # rows up to which it is used (0: never)
         self._k_softmax = _kernel(prg, "softmax", [B, B, i])
         self._k_rope = _kernel(prg, "rope", [B, B, B, B, B, i, i, f, i, i, i, i, i, i])
         self._gemv_kernels: dict = {}
@@ -277,6 +282,7 @@ class OpenCLBackend(Backend):
         self.attention_split_blocks = 1  # key blocks per split-K piece at least
         # one-row RMSNorm computed by the next matrix-vector product (GLLM_OPENCL_FUSE_NORM=0: off)
         self.fuse_norm = os.environ.get("GLLM_OPENCL_FUSE_NORM", "1") != "0"
+        self.norm_groups_per_cu = 8
         self._counter_len, self._counter_buf = 0, None
 
     def __repr__(self) -> str:
@@ -357,8 +363,9 @@ class OpenCLBackend(Backend):
         src, res, weight, eps, h = y.norm
         d = y.shape[-1]
         with self._lock:
-            self._k_rms_norm(self.queue, (self.red,), (self.red,), src.buf, src.buf if res is None else res.buf,
-                             weight.buf, y.buf, y.buf if h is None else h.buf, d, float(eps), int(res is not None))
+            k, red = self._rms_kernel(1)
+            k(self.queue, (red,), (red,), src.buf, src.buf if res is None else res.buf, weight.buf, y.buf,
+              y.buf if h is None else h.buf, d, float(eps), int(res is not None))
         y.norm, y.kind = None, 0
         if h is not None:
             h.norm, h.kind = None, 0
@@ -707,7 +714,8 @@ class OpenCLBackend(Backend):
         n_out, n_in = w.shape
         k, lanes, warps, rpt = self._gemv(w.code, 1, n_in)
         y = DeviceArray(self._alloc(4 * n_out), x.shape[:-1] + (n_out,), _F32, size=n_out)
-        groups = -(-n_out // (warps * rpt))
+        # a few work-groups per compute unit, each looping over rows: the norm is paid once per group
+        groups = max(1, min(-(-n_out // (2 * warps)), self.norm_groups_per_cu * self.rt.compute_units))
         with self._lock:
             k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, src.buf, src.buf if res is None else res.buf,
               weight.buf, y.buf if bias is None else bias.buf, y.buf, src.buf if h is None else h.buf, n_out,
@@ -808,6 +816,11 @@ class OpenCLBackend(Backend):
                                    int(residual is not None), int(bias is not None))
         return y
 
+    def _rms_kernel(self, rows: int):
+        if rows <= self.norm_small_rows:
+            return self._k_rms_norm_small, self.red_small
+        return self._k_rms_norm, self.red
+
     def _lazy_norm(self, x, d: int, rows: int) -> bool:
         return self.fuse_norm and rows == 1 and 0 < d <= NORM_MAX and d % 8 == 0 and x.ndim == 2
 
@@ -822,8 +835,8 @@ class OpenCLBackend(Backend):
         y = self._empty(x.shape)
         if rows:
             with self._lock:
-                self._k_rms_norm(self.queue, (rows * self.red,), (self.red,), x.buf, x.buf, weight.buf, y.buf, y.buf,
-                                 d, float(eps), 0)
+                k, red = self._rms_kernel(rows)
+                k(self.queue, (rows * red,), (red,), x.buf, x.buf, weight.buf, y.buf, y.buf, d, float(eps), 0)
         return y
 
     def add_rms_norm(self, x, residual, weight, eps):
@@ -840,8 +853,8 @@ class OpenCLBackend(Backend):
         y, h = self._empty(x.shape), self._empty(x.shape)
         if rows:
             with self._lock:
-                self._k_rms_norm(self.queue, (rows * self.red,), (self.red,), x.buf, residual.buf, weight.buf, y.buf,
-                                 h.buf, d, float(eps), 1)
+                k, red = self._rms_kernel(rows)
+                k(self.queue, (rows * red,), (red,), x.buf, residual.buf, weight.buf, y.buf, h.buf, d, float(eps), 1)
         return y, h
 
     def rope(self, x, positions, inv_freq, style="neox", scale=1.0):

@@ -95,25 +95,26 @@ void gemv(__global const wtype* restrict w, __global const float* restrict x,
 #ifdef XN
 // One row of x that is rms_norm(a (+ r)) * g, computed by every work-group into local memory
 // before its matrix-vector (decode at batch 1: the norm costs no launch of its own). XN = n_in.
-// Work-group 0 also writes h = a + r, the residual stream the next block reads.
+// Work-group 0 also writes h = a + r, the residual stream the next block reads. The grid is
+// capped (a few work-groups per compute unit) and each warp loops over rows, so the prologue is
+// paid a few hundred times, not once per 4 rows. x is kept as two float4 planes (first and second
+// half of each 8-column chunk) so a warp's 16-byte local loads hit distinct banks.
 #define NTH (LANES * WARPS)
 __kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))
 void gemv_norm(__global const wtype* restrict w, __global const float* restrict a,
                __global const float* restrict r, __global const float* restrict g,
                __global const float* restrict bias, __global float* restrict y, __global float* restrict h_out,
                const int n_out, const int has_bias, const int act, const int has_res, const float eps) {
-    __local float xs[XN];
-    __local float red[WARPS][RPT][LANES + 1];
+    __local float4 xlo[XN / 8], xhi[XN / 8];
     __local float part[NTH];
     const int lane = get_local_id(0), warp = get_local_id(1), tid = warp * LANES + lane;
-    const int o0 = (get_group_id(0) * WARPS + warp) * RPT;
     const int write_h = has_res && get_group_id(0) == 0;
     float ss = 0.0f;
     for (int c = tid * 4; c < XN; c += NTH * 4) {  // XN % 8 == 0
         float4 v = vload4(0, a + c);
         if (has_res) v += vload4(0, r + c);
         if (write_h) vstore4(v, 0, h_out + c);
-        vstore4(v, 0, xs + c);
+        if ((c >> 2) & 1) xhi[c >> 3] = v; else xlo[c >> 3] = v;
         ss += dot(v, v);
     }
     part[tid] = ss;
@@ -123,28 +124,38 @@ void gemv_norm(__global const wtype* restrict w, __global const float* restrict 
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     const float inv = rsqrt(part[0] / XN + eps);
-    for (int c = tid * 4; c < XN; c += NTH * 4) vstore4(vload4(0, xs + c) * inv * vload4(0, g + c), 0, xs + c);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    float acc[RPT];
-#pragma unroll
-    for (int rr = 0; rr < RPT; rr++) acc[rr] = 0.0f;
-    for (int k = lane * 8; k < XN; k += LANES * 8) {
-        float8 xv = vload8(0, xs + k);
-#pragma unroll
-        for (int rr = 0; rr < RPT; rr++)
-            if (o0 + rr < n_out) acc[rr] += dot8(loadw8(w + (size_t)(o0 + rr) * XN + k), xv);
+    for (int c = tid * 8; c < XN; c += NTH * 8) {
+        xlo[c >> 3] *= inv * vload4(0, g + c);
+        xhi[c >> 3] *= inv * vload4(0, g + c + 4);
     }
-#pragma unroll
-    for (int rr = 0; rr < RPT; rr++) red[warp][rr][lane] = acc[rr];
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int rr = lane; rr < RPT; rr += LANES) {
-        int o = o0 + rr;
-        if (o < n_out) {
-            float s = 0.0f;
-            for (int l = 0; l < LANES; l++) s += red[warp][rr][l];
-            if (has_bias) s += bias[o];
-            y[o] = apply_act(s, act);
+    // rows o0 + warp and o0 + WARPS + warp per pass; every work-item runs every pass (barriers)
+    __local float sums[2][NTH];
+    const int step = get_num_groups(0) * 2 * WARPS;
+    for (int o0 = get_group_id(0) * 2 * WARPS; o0 < n_out; o0 += step) {
+        const int oa = o0 + warp, ob = o0 + WARPS + warp;
+        __global const wtype* wa = w + (size_t)min(oa, n_out - 1) * XN;
+        __global const wtype* wb = w + (size_t)min(ob, n_out - 1) * XN;
+        float acc_a = 0.0f, acc_b = 0.0f;
+        for (int k = lane; k < XN / 8; k += LANES) {
+            float8 va = loadw8(wa + 8 * k), vb = loadw8(wb + 8 * k);
+            float4 lo = xlo[k], hi = xhi[k];
+            acc_a += dot(va.lo, lo) + dot(va.hi, hi);
+            acc_b += dot(vb.lo, lo) + dot(vb.hi, hi);
         }
+        sums[0][tid] = acc_a;
+        sums[1][tid] = acc_b;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lane < 2) {  // lane 0 sums row a, lane 1 row b (no subgroup functions in OpenCL 1.2)
+            const int o = lane ? ob : oa;
+            if (o < n_out) {
+                float s = 0.0f;
+                for (int l = 0; l < LANES; l++) s += sums[lane][warp * LANES + l];
+                if (has_bias) s += bias[o];
+                y[o] = apply_act(s, act);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
 #endif
