@@ -1,7 +1,7 @@
 """Linear layers over GGML block-quantized weights, with llama.cpp's numerics, in numba.
 
 The weights stay in their GGUF blocks (memory-mapped, never expanded into a float32 copy of the
-model). Each call quantizes the activations to 8 bits as llama.cpp's CPU backend does
+model). Each call quantizes the activations to int8 as llama.cpp's CPU backend does
 (``ggml-cpu``: ``quantize_row_q8_0`` / ``q8_1`` with float16 scales for the 32-weight types,
 ``quantize_row_q8_K`` with a float32 scale and 16-wide sums for the K-quants) and computes
 
@@ -9,9 +9,10 @@ model). Each call quantizes the activations to 8 bits as llama.cpp's CPU backend
     q4_1, q5_1       · q8_1   sum_b  d_w d_x  sum_j q_w q_x  +  m_w s_x      (s_x = f16(d_x sum q_x))
     q4_K, q5_K, q6_K · q8_K   sum_b  d_x (d_w sc_g sum_j q_w q_x  -  dmin_w mn_g bsum_g)
 
-which are llama.cpp's numbers up to the order of the float32 additions (the integer products
-are exact in float32). A few tokens (decoding) take fused kernels that decode each block in
-registers; more tokens (prompts) dequantize a tile of rows at a time into scratch and multiply
+which are llama.cpp's numbers up to the order of the float32 additions (the integer sums are
+exact). A few tokens (decoding, up to ``FEW_TOKENS``) take the integer-SIMD kernels of
+kernels/qdot.py (int8 activations, per-block integer dot products, each weight block unpacked
+once for up to 8 tokens, rows split between threads); more tokens (prompts) dequantize a tile of rows at a time into scratch and multiply
 it with the quantized-then-rescaled activations through BLAS, then add the ``s_x`` rounding
 correction of the q8_1 types, so a prompt gets the same sums at GEMM speed.
 """
@@ -22,6 +23,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, native_isa, qdot  # noqa: F401
 from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
 
 _OPTS = dict(parallel=True, cache=True, error_model="numpy", boundscheck=False,
@@ -32,12 +34,13 @@ F32 = np.float32
 f32 = numba.float32
 U8 = np.uint8
 U64 = numba.uint64
-FEW_TOKENS = 8  # up to this many tokens the fused kernels run (measured faster than tiles at 6); more go through BLAS tiles
+FEW_TOKENS = 16  # up to this many tokens the integer kernels run; more go through BLAS tiles
 TILE_ELEMENTS = 1 << 20  # weights dequantized per BLAS tile (4 MB of float32 scratch)
-ROWS_PER_TASK = 4
+ROWS_PER_TASK = 16  # rows per parallel task of the integer kernels
 
 # activation formats
 Q8_0, Q8_1, Q8_K = 0, 1, 2
+_NO_SUMS = np.zeros((1, 1), dtype=np.int16)  # the q8_K sums argument of the 32-weight kinds (unread)
 
 
 # -- activations -----------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ def round_f16(x):
 
 
 def _quantize_q8_0(x, with_sum, qs, d, s):
-    """Rows of x → integer values ``qs`` (float32) and per-32 scales ``d`` (float16 values); with
+    """Rows of x → int8 values ``qs`` and per-32 scales ``d`` (float16 values, as float32); with
     ``with_sum`` also ``s = f16(d * sum(q))`` (q8_1). ggml-cpu's AVX2 quantize_row_q8_0 / q8_1."""
     T, n = x.shape
     nb = n // 32
@@ -74,7 +77,7 @@ def _quantize_q8_0(x, with_sum, qs, d, s):
             total = f32(0.0)
             for j in range(32):
                 q = np.rint(x[t, b * 32 + j] * inv)
-                qs[t, b * 32 + j] = q
+                qs[t, b * 32 + j] = numba.int8(q)
                 total += q
             d[t, b] = round_f16(dd)
             if with_sum:
@@ -82,8 +85,8 @@ def _quantize_q8_0(x, with_sum, qs, d, s):
 
 
 def _quantize_q8_k(x, qs, d, bsums):
-    """Rows of x → integer values ``qs`` (float32), a float32 scale per 256 and integer sums per
-    16 (``bsums``, float32): ggml's quantize_row_q8_K_ref."""
+    """Rows of x → int8 values ``qs``, a float32 scale per 256 and integer sums per 16
+    (``bsums``, int16): ggml's quantize_row_q8_K_ref."""
     T, n = x.shape
     nb = n // 256
     for t in prange(T):
@@ -99,18 +102,18 @@ def _quantize_q8_k(x, qs, d, bsums):
             if amax == f32(0.0):
                 d[t, b] = 0.0
                 for j in range(256):
-                    qs[t, base + j] = 0.0
+                    qs[t, base + j] = 0
                 for g in range(16):
-                    bsums[t, b * 16 + g] = 0.0
+                    bsums[t, b * 16 + g] = 0
                 continue
             iscale = f32(-127.0) / vmax
             for g in range(16):
                 acc = f32(0.0)
                 for j in range(16):
                     q = min(f32(127.0), np.rint(iscale * x[t, base + g * 16 + j]))
-                    qs[t, base + g * 16 + j] = q
+                    qs[t, base + g * 16 + j] = numba.int8(q)
                     acc += q
-                bsums[t, b * 16 + g] = acc
+                bsums[t, b * 16 + g] = numba.int16(acc)
             d[t, b] = f32(1.0) / iscale
 
 
@@ -122,13 +125,14 @@ _quantize_q8_k_serial = numba.njit(**{**_OPTS, "parallel": False})(_quantize_q8_
 
 
 def quantize_activations(x: np.ndarray, fmt: int):
-    """``(qs, d, s, bsums)``: float32 arrays of the 8-bit quantized rows of x in one format."""
+    """``(qs, d, s, bsums)``: the 8-bit quantized rows of x in one format: int8 values, float32
+    scales (and q8_1 sums), int16 sums of 16 (q8_K; else the scales again)."""
     T, n = x.shape
-    qs = np.empty((T, n), dtype=F32)
-    few = T <= FEW_TOKENS
+    qs = np.empty((T, n), dtype=np.int8)
+    few = T <= 8
     if fmt == Q8_K:
         d = np.empty((T, n // 256), dtype=F32)
-        bsums = np.empty((T, n // 16), dtype=F32)
+        bsums = np.empty((T, n // 16), dtype=np.int16)
         (_quantize_q8_k_serial if few else quantize_q8_k)(x, qs, d, bsums)
         return qs, d, d, bsums
     d = np.empty((T, n // 32), dtype=F32)
@@ -181,148 +185,41 @@ def _finish(value, t, r, bias, act, out):
     out[t, r] = activate(value, act) if act != ACT_NONE else value
 
 
-# -- fused kernels for a few tokens ------------------------------------------------------------------
-# a0[j] / a1[j] collect the scaled products of two rows lane by lane (two rows share each load of
-# the activations and keep two independent chains of additions); one horizontal sum per row.
+# -- integer kernels for a few tokens ----------------------------------------------------------------
+# kernels/qdot.py holds the block dot products (LLVM IR, integer SIMD); here the rows are split
+# between threads and each pass over a row serves up to 8 tokens (one unpack of its blocks).
 
-@numba.njit(**_INLINE)
-def _nibble_lo(byte):
-    return f32(U8(byte & U8(15)))
+def _make_gemv(kind):
+    """``act(x @ W.T + b)`` for the int8 activations of a few tokens, weights of one kind
+    (qdot.KIND_NAMES; a constant here, as qdot needs)."""
+    block = 256 if kind >= 5 else 32
 
+    @numba.njit(**_OPTS)
+    def gemv_q(w, isa, xq, xd, xs, xb, bias, act, out):
+        rows = w.shape[0]
+        T, n = xq.shape
+        nb = n // block
+        tasks = (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+        finish = bias.shape[0] == rows or act != ACT_NONE
+        for c in prange(tasks):
+            r0 = c * ROWS_PER_TASK
+            r1 = min(rows, r0 + ROWS_PER_TASK)
+            for r in range(r0, r1):
+                t = 0
+                while t < T:
+                    left = T - t
+                    nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+                    qdot(kind, isa, nt, w, r, xq, xd, xs, xb, t, nb, out)
+                    t += nt
+            if finish:
+                for r in range(r0, r1):
+                    for t in range(T):
+                        _finish(out[t, r], t, r, bias, act, out)
 
-@numba.njit(**_INLINE)
-def _nibble_hi(byte):
-    return f32(U8(byte >> U8(4)))
-
-
-@numba.njit(**_OPTS)
-def gemv_32(w, kind, xq, xd, xs, bias, act, out):
-    """Weights in 32-weight blocks (kind 0 q4_0, 1 q4_1, 2 q5_0, 3 q5_1, 4 q8_0) · q8_0/q8_1 rows."""
-    rows = w.shape[0]
-    T, n = xq.shape
-    nb = n // 32
-    size = (18, 20, 22, 24, 34)[kind]
-    inv = _INV_POW2
-    for c in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        a0 = np.empty(32, dtype=F32)
-        a1 = np.empty(32, dtype=F32)
-        for r in range(c * ROWS_PER_TASK, min(rows, c * ROWS_PER_TASK + ROWS_PER_TASK), 2):
-            r1 = r + 1 if r + 1 < rows else r  # an odd last row is computed twice, stored once
-            for t in range(T):
-                a0[:] = 0.0
-                a1[:] = 0.0
-                m0 = f32(0.0)
-                m1 = f32(0.0)
-                for b in range(nb):
-                    o = U64(b * size)
-                    k = U64(b * 32)
-                    sc0 = _f16_at(w, r, o) * xd[t, b]
-                    sc1 = _f16_at(w, r1, o) * xd[t, b]
-                    if kind == 0 or kind == 1:
-                        q0 = o + U64(2) if kind == 0 else o + U64(4)
-                        off = f32(8.0) if kind == 0 else f32(0.0)
-                        if kind == 1:
-                            m0 += _f16_at(w, r, o + U64(2)) * xs[t, b]
-                            m1 += _f16_at(w, r1, o + U64(2)) * xs[t, b]
-                        for j in range(16):
-                            x0 = xq[t, k + U64(j)]
-                            x1 = xq[t, k + U64(16 + j)]
-                            b0 = w[r, q0 + U64(j)]
-                            b1 = w[r1, q0 + U64(j)]
-                            a0[j] += sc0 * ((_nibble_lo(b0) - off) * x0)
-                            a0[j + 16] += sc0 * ((_nibble_hi(b0) - off) * x1)
-                            a1[j] += sc1 * ((_nibble_lo(b1) - off) * x0)
-                            a1[j + 16] += sc1 * ((_nibble_hi(b1) - off) * x1)
-                    elif kind == 2 or kind == 3:
-                        q0 = o + U64(6) if kind == 2 else o + U64(8)
-                        h0 = o + U64(2) if kind == 2 else o + U64(4)
-                        off = f32(16.0) if kind == 2 else f32(0.0)
-                        if kind == 3:
-                            m0 += _f16_at(w, r, o + U64(2)) * xs[t, b]
-                            m1 += _f16_at(w, r1, o + U64(2)) * xs[t, b]
-                        lo0, hi0 = _qh_halves(w, r, h0)
-                        lo1, hi1 = _qh_halves(w, r1, h0)
-                        for j in range(16):
-                            x0 = xq[t, k + U64(j)]
-                            x1 = xq[t, k + U64(16 + j)]
-                            b0 = w[r, q0 + U64(j)]
-                            b1 = w[r1, q0 + U64(j)]
-                            a0[j] += sc0 * ((_nibble_lo(b0) + f32(16.0) * _bit(lo0, inv[j]) - off) * x0)
-                            a0[j + 16] += sc0 * ((_nibble_hi(b0) + f32(16.0) * _bit(hi0, inv[j]) - off) * x1)
-                            a1[j] += sc1 * ((_nibble_lo(b1) + f32(16.0) * _bit(lo1, inv[j]) - off) * x0)
-                            a1[j + 16] += sc1 * ((_nibble_hi(b1) + f32(16.0) * _bit(hi1, inv[j]) - off) * x1)
-                    else:
-                        for j in range(16):
-                            x0 = xq[t, k + U64(j)]
-                            x1 = xq[t, k + U64(16 + j)]
-                            a0[j] += sc0 * (f32(numba.int8(w[r, o + U64(2 + j)])) * x0)
-                            a0[j + 16] += sc0 * (f32(numba.int8(w[r, o + U64(18 + j)])) * x1)
-                            a1[j] += sc1 * (f32(numba.int8(w[r1, o + U64(2 + j)])) * x0)
-                            a1[j + 16] += sc1 * (f32(numba.int8(w[r1, o + U64(18 + j)])) * x1)
-                t0 = f32(0.0)
-                t1 = f32(0.0)
-                for j in range(32):
-                    t0 += a0[j]
-                    t1 += a1[j]
-                _finish(t0 + m0, t, r, bias, act, out)
-                if r1 != r:
-                    _finish(t1 + m1, t, r1, bias, act, out)
+    return gemv_q
 
 
-@numba.njit(**_OPTS)
-def gemv_k(w, kind, xq, xd, xb, bias, act, out):
-    """Weights in 256-weight super-blocks (kind 0 q4_K, 1 q5_K, 2 q6_K) · q8_K rows."""
-    rows = w.shape[0]
-    T, n = xq.shape
-    nb = n // 256
-    size = (144, 176, 210)[kind]
-    m15, m3, s4, one = U8(15), U8(3), U8(4), U8(1)
-    for c in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, dtype=F32)
-        for r in range(c * ROWS_PER_TASK, min(rows, c * ROWS_PER_TASK + ROWS_PER_TASK)):
-            for t in range(T):
-                acc[:] = 0.0
-                accm = f32(0.0)
-                for b in range(nb):
-                    o = U64(b * size)
-                    k = U64(b * 256)
-                    if kind == 2:
-                        d = _f16_at(w, r, o + U64(208)) * xd[t, b]
-                        for h in range(2):
-                            for p in range(4):  # four groups of 32 weights per half
-                                g0 = f32(numba.int8(w[r, o + U64(192 + 8 * h + 2 * p)]))
-                                g1 = f32(numba.int8(w[r, o + U64(192 + 8 * h + 2 * p + 1)]))
-                                lo_base = o + U64(64 * h + 32 * (p & 1))
-                                sh = U8(4 * (p >> 1))
-                                hs = U8(2 * p)
-                                kk = k + U64(128 * h + 32 * p)
-                                for j in range(32):
-                                    ql = U8(w[r, lo_base + U64(j)] >> sh) & m15
-                                    qh = U8(w[r, o + U64(128 + 32 * h + j)] >> hs) & m3
-                                    q = f32(ql | U8(qh << s4)) - f32(32.0)
-                                    scale = d * (g0 if j < 16 else g1)
-                                    acc[j] += scale * (q * xq[t, kk + U64(j)])
-                    else:
-                        d = _f16_at(w, r, o) * xd[t, b]
-                        dmin = _f16_at(w, r, o + U64(2)) * xd[t, b]
-                        qo = o + U64(16) if kind == 0 else o + U64(48)
-                        for g in range(8):
-                            sc, mn = _k_scale_min(w, r, o + U64(4), g)
-                            accm -= dmin * f32(mn) * (xb[t, b * 16 + 2 * g] + xb[t, b * 16 + 2 * g + 1])
-                            scale = d * f32(sc)
-                            base = qo + U64(32 * (g >> 1))
-                            sh = U8(4 * (g & 1))
-                            kk = k + U64(32 * g)
-                            gb = U8(g)
-                            for j in range(32):
-                                q = U8(w[r, base + U64(j)] >> sh) & m15
-                                if kind == 1:
-                                    q = q | U8((U8(w[r, o + U64(16 + j)] >> gb) & one) << s4)
-                                acc[j] += scale * (f32(q) * xq[t, kk + U64(j)])
-                total = f32(0.0)
-                for j in range(32):
-                    total += acc[j]
-                _finish(total + accm, t, r, bias, act, out)
+GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))
 
 
 # -- dequantized tiles for BLAS (prompts) ----------------------------------------------------------
@@ -425,7 +322,7 @@ def rescale(qs, d, block, out):
     T, n = qs.shape
     for t in prange(T):
         for j in range(n):
-            out[t, j] = qs[t, j] * d[t, j // block]
+            out[t, j] = f32(qs[t, j]) * d[t, j // block]
 
 
 @numba.njit(**_OPTS)
@@ -436,7 +333,7 @@ def sum_correction(qs, d, s, out):
         for b in range(n // 32):
             total = f32(0.0)
             for j in range(32):
-                total += qs[t, b * 32 + j]
+                total += f32(qs[t, b * 32 + j])
             out[t, b] = s[t, b] - d[t, b] * total
 
 
@@ -460,11 +357,17 @@ KERNELS = {
 class QuantLinear:
     """``act(x @ W.T + b)`` for one block-quantized weight, resolved once at prepare time."""
 
-    __slots__ = ("weight", "data", "family", "kind", "fmt")
+    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens")
 
-    def __init__(self, weight):
+    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS):
+        """``isa`` forces an instruction path of kernels/qdot.py (ISA_GENERIC, ISA_AVX2, ISA_VNNI;
+        capped at what the CPU has); default: the best one (or ``GLLM_CPU_QUANT_ISA``).
+        ``few_tokens``: up to this many tokens the integer kernels run, more go to BLAS tiles."""
         self.weight = weight
         self.family, self.kind, self.fmt = KERNELS[weight.quant.name]
+        self.qkind = KIND_NAMES.index(weight.quant.name)
+        self.isa = native_isa() if isa is None else min(int(isa), HOST_ISA)
+        self.few_tokens = few_tokens
         self.data = np.ascontiguousarray(weight.data)  # a view of the file when it already is
 
     def __call__(self, x: np.ndarray, bias, act: int, empty_bias: np.ndarray) -> np.ndarray:
@@ -473,13 +376,11 @@ class QuantLinear:
         rows = self.weight.rows
         out = np.empty((T, rows), dtype=F32)
         b = empty_bias if bias is None else bias
-        if T <= FEW_TOKENS:
-            if self.family == "32":
-                gemv_32(self.data, self.kind, qs, d, s, b, act, out)
-            else:
-                gemv_k(self.data, self.kind, qs, d, sums, b, act, out)
+        if T <= self.few_tokens:
+            GEMV[self.qkind](self.data, self.isa, qs, d, s, sums if self.family == "k" else _NO_SUMS,
+                   b, act, out)
             return out
-        xr = np.empty_like(qs)
+        xr = np.empty(qs.shape, dtype=F32)
         rescale(qs, d, 32 if self.family == "32" else 256, xr)
         with_mins = self.fmt == Q8_1
         corr = None

@@ -83,6 +83,23 @@ def test_activation_quantization_is_ggmls(fmt):
         assert np.array_equal(sums, rq.reshape(len(x), -1, 16).sum(-1))
 
 
+def _expected(w, deq, x, fmt, bias):
+    """float64 sums of the quantized activations times the dequantized weights (+ q8_1's float16
+    sum term), and the scale that bounds float32 rounding."""
+    tokens, cols = x.shape
+    rows = deq.shape[0]
+    rq, rd, rs = _reference_activations(x, fmt)
+    block = 256 if fmt == Q.Q8_K else 32
+    xd = (rq.reshape(tokens, -1, block) * rd[..., None]).reshape(tokens, cols).astype(np.float64)
+    expected = xd @ deq.astype(np.float64).T
+    if fmt == Q.Q8_1:  # llama.cpp adds m * s with s rounded to float16
+        mins = w.data.reshape(rows, cols // 32, -1)[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        expected += (rs - rd * rq.reshape(tokens, -1, 32).sum(-1)).astype(np.float64) @ mins.T
+    expected += bias
+    scale = np.abs(xd) @ np.abs(deq.astype(np.float64)).T + np.abs(bias)
+    return expected, scale
+
+
 @pytest.mark.parametrize("name", TYPES)
 @pytest.mark.parametrize("tokens", [1, 3, 20])
 def test_quant_linear_matches_the_reference(name, tokens):
@@ -94,19 +111,55 @@ def test_quant_linear_matches_the_reference(name, tokens):
     x = rng.standard_normal((tokens, cols)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     out = kernel(x, bias, 0, np.zeros(0, np.float32))
-    rq, rd, rs = _reference_activations(x, kernel.fmt)
-    block = 256 if name in K_TYPES else 32
-    xd = (rq.reshape(tokens, -1, block) * rd[..., None]).reshape(tokens, cols).astype(np.float64)
-    expected = xd @ deq.astype(np.float64).T
-    if kernel.fmt == Q.Q8_1:  # llama.cpp adds m * s with s rounded to float16
-        mins = w.data.reshape(rows, cols // 32, -1)[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
-        expected += (rs - rd * rq.reshape(tokens, -1, 32).sum(-1)).astype(np.float64) @ mins.T
-    expected += bias
-    scale = np.abs(xd) @ np.abs(deq.astype(np.float64)).T + np.abs(bias)
+    expected, scale = _expected(w, deq, x, kernel.fmt, bias)
     assert np.max(np.abs(out - expected) / scale) < 1e-6
     # and close to the unquantized activations
     dense = x @ deq.T + bias
     assert np.max(np.abs(out - dense)) < 0.03 * np.max(np.abs(dense))
+
+
+PATHS = {"generic": Q.ISA_GENERIC, "avx2": Q.ISA_AVX2, "native": None}
+
+
+@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("path", PATHS)
+def test_integer_kernels_on_every_path_and_token_count(name, path):
+    """The integer kernels (kernels/qdot.py) on each instruction path, forced, and on the CPU's
+    own; 1..16 tokens (passes of 8, 4, 2 and 1 tokens over a row); odd row counts that end inside
+    a parallel task; weights that start at a later row of their blocks (an offset view)."""
+    rng = np.random.default_rng(len(name) * 7 + len(path))
+    cols = 768 if name in K_TYPES else 352
+    w, deq = _weight(name, 45, cols, rng)
+    isa = PATHS[path]
+    kernel = Q.QuantLinear(w, isa=isa, few_tokens=16)
+    assert kernel.isa == (Q.native_isa() if isa is None else min(isa, Q.HOST_ISA))
+    for rows in (45, 19, 1):
+        sub = WeightMatrix(w.name, w.data[45 - rows:], name, (rows, cols), w.quant)
+        k = Q.QuantLinear(sub, isa=isa, few_tokens=16)
+        for tokens in (1, 2, 5, 8, 16) if rows == 45 else (3, 13):
+            x = rng.standard_normal((tokens, cols)).astype(np.float32)
+            x[0, :32] = 0.0  # an all-zero activation block (scale 0)
+            bias = rng.standard_normal(rows).astype(np.float32)
+            out = k(x, bias, 0, np.zeros(0, np.float32))
+            expected, scale = _expected(sub, deq[45 - rows:], x, k.fmt, bias)
+            assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens)
+
+
+def test_the_cpu_path_follows_the_cpu_and_the_environment(monkeypatch):
+    from gllm_backend_cpu.kernels import qdot
+    from gllm_core.errors import GllmError
+
+    monkeypatch.delenv(qdot.ISA_ENV, raising=False)
+    assert qdot.native_isa() == qdot.HOST_ISA
+    if qdot.target_has("avx2"):
+        assert qdot.HOST_ISA >= Q.ISA_AVX2
+    monkeypatch.setenv(qdot.ISA_ENV, "generic")
+    assert qdot.native_isa() == Q.ISA_GENERIC
+    monkeypatch.setenv(qdot.ISA_ENV, "avx2")
+    assert qdot.native_isa() == min(Q.ISA_AVX2, qdot.HOST_ISA)
+    monkeypatch.setenv(qdot.ISA_ENV, "sse9")
+    with pytest.raises(GllmError, match="GLLM_CPU_QUANT_ISA"):
+        qdot.native_isa()
 
 
 def test_activation_is_fused():
