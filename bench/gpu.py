@@ -424,11 +424,13 @@ def bench_kernels(backend, cfg, parts):
     rng = np.random.default_rng(0)
     shapes = {"qkv": (h + 2 * nkv * hd, h), "o": (h, h), "gate_up": (2 * f, h), "down": (h, f), "head": (v, h)}
     mats = {}
-    for name, (r, c) in shapes.items():
+    for name, (r, c) in shapes.items() if {"gemv", "gemm"} & set(parts) else ():
         data = (rng.standard_normal((r, c), dtype=np.float32) * 0.02).astype(np.float16)
         mats[name] = backend.prepare_matrix(WeightMatrix(name, data, "f16", (r, c)))
     if "gemv" in parts:
         bench_gemv(backend, cfg, mats, rng)
+    if "q4k" in parts:
+        bench_q4k_gemv(backend, cfg, shapes, rng)
     if "gemm" in parts:
         bench_gemm(backend, mats, rng, h, f)
     if "attention" in parts:
@@ -467,6 +469,39 @@ def bench_gemv(backend, cfg, mats, rng):
     backend._gemv_kernels.clear()
     for m in mats.values():
         m.launch.clear()
+
+
+def bench_q4k_gemv(backend, cfg, shapes, rng):
+    """Q4_K matrix-vector kernels on the model's shapes: GB/s of blocks read, wide-load kernel
+    (default for 1 and 2 rows) against the type-generic one."""
+    from gllm_core.weights import WeightMatrix
+    from gllm_format_gguf.quants import QUANT_TYPES
+
+    qt = QUANT_TYPES["q4_k"]
+    log("\nQ4_K GEMV, GB/s of blocks read (wide: 16-byte quant loads; generic: 8 weights per lane)")
+    mats = {}
+    for name, (r, c) in shapes.items():
+        data = rng.integers(0, 256, (r, c // 256 * 144), dtype=np.uint8)
+        d = np.full((r, c // 256), 1e-4, np.float16).view(np.uint8).reshape(r, c // 256, 2)
+        data.reshape(r, c // 256, 144)[:, :, 0:2] = d
+        data.reshape(r, c // 256, 144)[:, :, 2:4] = d
+        mats[name] = backend.prepare_matrix(WeightMatrix(name, data, "q4_k", (r, c), qt))
+    for t in (1, 2):
+        x = {c: backend.upload(rng.standard_normal((t, c)).astype(np.float32)) for c in {c for _, c in shapes.values()}}
+        for kind in ("wide", "generic"):
+            row, total_b, total_t = [], 0, 0.0
+            for name, m in mats.items():
+                m.launch.clear()
+                k, rpt = (m.quant.gemv if kind == "wide" else m.quant.generic)[t]
+                groups = -(-m.rows // (m.quant.warps * rpt))
+                m.launch[t] = (k, (groups * m.quant.lanes, m.quant.warps), (m.quant.lanes, m.quant.warps))
+                dt = _time(backend, lambda: backend.linear(x[m.cols], m), reps=20)
+                nb = m.rows * m.cols // 256 * 144
+                n = cfg["num_hidden_layers"] if name != "head" else 1
+                total_b, total_t = total_b + nb * n, total_t + dt * n
+                row.append(f"{name} {nb / dt / 1e9:5.0f}")
+                m.launch.clear()
+            log(f"  T={t} {kind:7s}: " + " ".join(row) + f" | model {total_b / total_t / 1e9:5.0f} GB/s")
 
 
 def bench_gemm(backend, mats, rng, h, f):
@@ -531,8 +566,8 @@ def bench_attention(backend, rng, nh, nkv, hd):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="a small model (dry run)")
-    ap.add_argument("--kernels", nargs="?", const="gemv,gemm,attention", default="",
-                    help="time single kernels too (comma list of gemv, gemm, attention)")
+    ap.add_argument("--kernels", nargs="?", const="gemv,q4k,gemm,attention", default="",
+                    help="time single kernels too (comma list of gemv, q4k, gemm, attention)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch + transformers")
     ap.add_argument("--precision", default="exact", choices=("exact", "fast"))
     ap.add_argument("--prompt", type=int, default=1024, help="prefill prompt length")

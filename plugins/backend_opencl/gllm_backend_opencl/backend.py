@@ -113,10 +113,11 @@ class QuantKernels:
     """The kernels of one GGML block type on one device (kernels/quant.cl): matrix-vector for up
     to 1, 2, 4 and 8 rows of x, the tiled product for more, and the embedding lookup."""
 
-    __slots__ = ("gemv", "gemm", "embedding", "lanes", "warps")
+    __slots__ = ("gemv", "gemm", "embedding", "lanes", "warps", "generic")
 
-    def __init__(self, gemv: dict, gemm, embedding, lanes: int, warps: int):
+    def __init__(self, gemv: dict, gemm, embedding, lanes: int, warps: int, generic: dict | None = None):
         self.gemv = gemv  # rows of x rounded up (1, 2, 4, 8) -> (kernel, rows of W per row group)
+        self.generic = generic or gemv  # the type-generic matrix-vector kernels (8 weights per load)
         self.gemm = gemm
         self.embedding = embedding
         self.lanes, self.warps = lanes, warps  # the matrix-vector work-group the kernels were built for
@@ -416,9 +417,13 @@ class OpenCLBackend(Backend):
         if hit is None:
             prg = rt.program(["quant.cl"], {"QTYPE": QUANT_CODES[qname], "LANES": lanes, "WARPS": warps})
             args = [B, B, B, B, _I32, _I32, _I32, _I32, _I32]
-            gemv = {nt: (rt.kernel(prg, f"qgemv_{nt}", args), rpt) for nt, rpt in ((1, 1), (2, 1), (4, 2), (8, 2))}
+            generic = {nt: (rt.kernel(prg, f"qgemv_{nt}", args), rpt) for nt, rpt in ((1, 1), (2, 1), (4, 2), (8, 2))}
+            gemv = dict(generic)
+            if qname == "q4_k" and lanes % 8 == 0:  # 16-byte loads of the quants, 1 or 2 rows of x
+                gemv.update({nt: (rt.kernel(prg, f"q4k_gemv_{nt}", args), 1) for nt in (1, 2)})
             hit = rt.kernels[key] = QuantKernels(gemv, rt.kernel(prg, "qgemm", args),
-                                                 rt.kernel(prg, "qembedding", [B, B, B, _I32, _I32, _I32]), lanes, warps)
+                                                 rt.kernel(prg, "qembedding", [B, B, B, _I32, _I32, _I32]), lanes, warps,
+                                                 generic)
         return hit
 
     def prepare_vector(self, v: WeightVector):

@@ -202,6 +202,95 @@ QGEMV(2, 1)
 QGEMV(4, 2)
 QGEMV(8, 2)
 
+#if QTYPE == Q4_K
+// Q4_K matrix-vector with wide loads (decode, 1 or 2 rows of x): 8 lanes share a block, lane c
+// reads 16 bytes of its qs (c / 2 picks the 32-byte pair of groups, c % 2 the half), which hold
+// 16 weights of group 2i (low nibbles) and the 16 at the same places of group 2i + 1 (high
+// nibbles); d, dmin and the 12 scale bytes come as whole words. Per group the lane sums q * x and
+// x, then applies d * sc and dmin * m once: the same function as x @ dequant(W).T.
+inline uint sbyte(uint s0, uint s1, uint s2, int k) {
+    uint v = k < 4 ? s0 : (k < 8 ? s1 : s2);
+    return (v >> (8 * (k & 3))) & 255u;
+}
+
+inline void k4_scale_min(uint s0, uint s1, uint s2, int g, float* sc, float* mn) {
+    if (g < 4) {
+        *sc = (float)(sbyte(s0, s1, s2, g) & 63u);
+        *mn = (float)(sbyte(s0, s1, s2, g + 4) & 63u);
+    } else {
+        *sc = (float)((sbyte(s0, s1, s2, g + 4) & 15u) | ((sbyte(s0, s1, s2, g - 4) >> 6) << 4));
+        *mn = (float)((sbyte(s0, s1, s2, g + 4) >> 4) | ((sbyte(s0, s1, s2, g) >> 6) << 4));
+    }
+}
+
+// one lane's share of a block for one row of x: groups 2i (low nibbles) and 2i + 1 (high)
+inline float q4k_part(__global const float* restrict xr, const uint4 q, const float dl0, const float ml0,
+                      const float dl1, const float ml1) {
+    __global const float4* x0 = (__global const float4*)xr;
+    __global const float4* x1 = x0 + 8;  // 32 columns on: group 2i + 1
+    const float4 a0 = x0[0], a1 = x0[1], a2 = x0[2], a3 = x0[3];
+    const float4 b0 = x1[0], b1 = x1[1], b2 = x1[2], b3 = x1[3];
+#define LO(u) (float4)((float)((u) & 15u), (float)(((u) >> 8) & 15u), (float)(((u) >> 16) & 15u), (float)(((u) >> 24) & 15u))
+#define HI(u) (float4)((float)(((u) >> 4) & 15u), (float)(((u) >> 12) & 15u), (float)(((u) >> 20) & 15u), (float)((u) >> 28))
+    const float dot0 = dot(LO(q.x), a0) + dot(LO(q.y), a1) + dot(LO(q.z), a2) + dot(LO(q.w), a3);
+    const float dot1 = dot(HI(q.x), b0) + dot(HI(q.y), b1) + dot(HI(q.z), b2) + dot(HI(q.w), b3);
+#undef LO
+#undef HI
+    const float4 sa = (a0 + a1) + (a2 + a3), sb = (b0 + b1) + (b2 + b3);
+    const float sum0 = (sa.x + sa.y) + (sa.z + sa.w), sum1 = (sb.x + sb.y) + (sb.z + sb.w);
+    return dl0 * dot0 - ml0 * sum0 + dl1 * dot1 - ml1 * sum1;
+}
+
+inline void q4k_gemv(block_ptr w, __global const float* restrict x, __global const float* restrict bias,
+                     __global float* restrict y, const int T, const int n_in, const int n_out, const int has_bias,
+                     const int act, __local float* red, const int NT) {
+    const int lane = get_local_id(0), warp = get_local_id(1);
+    const int o = get_group_id(0) * WARPS + warp;
+    const int nb = n_in / 256;
+    const int c = lane & 7, i = c >> 1, hh = c & 1;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    if (o < n_out) {
+        block_ptr row = w + (size_t)o * nb * TYPE_SIZE;
+        for (int b = lane >> 3; b < nb; b += LANES / 8) {
+            block_ptr blk = row + (size_t)b * TYPE_SIZE;
+            const uint dd = *(__global const uint*)blk;
+            const uint s0 = *(__global const uint*)(blk + 4), s1 = *(__global const uint*)(blk + 8),
+                       s2 = *(__global const uint*)(blk + 12);
+            const uint4 q = *(__global const uint4*)(blk + 16 + 32 * i + 16 * hh);
+            float sc0, mn0, sc1, mn1;
+            k4_scale_min(s0, s1, s2, 2 * i, &sc0, &mn0);
+            k4_scale_min(s0, s1, s2, 2 * i + 1, &sc1, &mn1);
+            const float d = f16_bits(dd & 0xffffu), dmin = f16_bits(dd >> 16);
+            const float dl0 = d * sc0, ml0 = dmin * mn0, dl1 = d * sc1, ml1 = dmin * mn1;
+            __global const float* xr = x + 256 * b + 64 * i + 16 * hh;
+            acc0 += q4k_part(xr, q, dl0, ml0, dl1, ml1);
+            if (NT > 1 && T > 1) acc1 += q4k_part(xr + n_in, q, dl0, ml0, dl1, ml1);
+        }
+    }
+    __local float* mine = red + warp * (16 * (LANES + 1));
+    mine[lane] = acc0;
+    mine[LANES + 1 + lane] = acc1;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane < NT && lane < T && o < n_out) {
+        float s = 0.0f;
+        for (int l = 0; l < LANES; l++) s += mine[lane * (LANES + 1) + l];
+        if (has_bias) s += bias[o];
+        y[(size_t)lane * n_out + o] = apply_act(s, act);
+    }
+}
+
+#define Q4KGEMV(NT)                                                                                          \
+__kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))                                             \
+void q4k_gemv_##NT(block_ptr w, __global const float* restrict x, __global const float* restrict bias,      \
+                   __global float* restrict y, const int T, const int n_in, const int n_out, const int has_bias, \
+                   const int act) {                                                                         \
+    __local float red[WARPS * 16 * (LANES + 1)];                                                            \
+    q4k_gemv(w, x, bias, y, T, n_in, n_out, has_bias, act, red, NT);                                        \
+}
+Q4KGEMV(1)
+Q4KGEMV(2)
+#endif
+
 // -- tiles (prompts) ---------------------------------------------------------------------------------
 // A 16x16 work-group computes a 64 x 64 tile of y (4 x 4 per work-item) in k steps of 32 columns:
 // each step stages 64 rows of x and 64 weight rows' 32 columns, dequantised once (one 8-weight
