@@ -1,9 +1,15 @@
-"""Checks that any ``CausalLM`` keeps its KV-cache promises, for architecture plugins' tests.
+"""Checks of any ``CausalLM``, for architecture plugins' tests.
 
-Each check runs the model against itself (with and without the cache, alone and batched, in one
-chunk and in several) and raises ``AssertionError`` naming what differed; comparing against
-transformers' references is the plugin test's part. ``greedy`` is the plain argmax loop those
-tests compare with transformers' greedy ``generate``.
+The ``check_*`` functions over a model alone run it against itself (with and without the cache,
+alone and batched, in one chunk and in several) and raise ``AssertionError`` naming what
+differed. ``greedy`` is the plain argmax loop the tests compare with transformers' greedy
+``generate``.
+
+The ``check_*_reference`` functions compare a model with what tools/make_decoder_fixtures.py
+saved from transformers in a fixture's ``reference.npz`` (``gllm_core.testing.load_reference``):
+for prompt ``i``, ``prompt_ids_{i}`` (the ids), ``logits_{i}`` (float32 logits of every
+position), ``greedy_{i}`` (16 greedy tokens) and, for weights rounded to f16/bf16,
+``argmax_{i}`` (the argmax of every position).
 """
 
 from __future__ import annotations
@@ -95,3 +101,44 @@ def check_batch_matches_alone(lm, prompts: Sequence[Sequence[int]], steps: int =
         expected = greedy(lm, p, steps)
         assert tokens[i] == expected, f"prompt {i}: batched greedy {tokens[i]} != alone {expected}"
     return tokens
+
+
+def reference_prompt(ref, i: int) -> list[int]:
+    """The ids of prompt ``i`` of a reference."""
+    return ref[f"prompt_ids_{i}"].tolist()
+
+
+def check_logits_reference(lm, ref, n_prompts: int, atol: float = 1e-4, label: str = "") -> None:
+    """Each prompt's logits at every position equal transformers' within ``atol``."""
+    for i in range(n_prompts):
+        np.testing.assert_allclose(prompt_logits(lm, reference_prompt(ref, i)), ref[f"logits_{i}"], atol=atol,
+                                   rtol=0, err_msg=f"{label} prompt {i}")
+
+
+def check_greedy_reference(lm, ref, n_prompts: int, steps: int = 16, label: str = "") -> None:
+    """Each prompt's greedy continuation is transformers' token for token."""
+    for i in range(n_prompts):
+        assert greedy(lm, reference_prompt(ref, i), steps) == ref[f"greedy_{i}"].tolist(), f"{label} prompt {i}"
+
+
+def check_rounded_reference(lm, ref, ref32, n_prompts: int, margin: float = 0.5) -> None:
+    """Weights rounded to f16/bf16 (``ref``) give transformers' argmax at every position; rounding
+    moved transformers' logits from the float32 model's (``ref32``) by less than ``margin``, far
+    less than that model's margins."""
+    for i in range(n_prompts):
+        argmax = prompt_logits(lm, reference_prompt(ref, i)).argmax(-1)
+        assert argmax.tolist() == ref[f"argmax_{i}"].tolist()
+        assert np.abs(ref[f"logits_{i}"] - ref32[f"logits_{i}"]).max() < margin
+
+
+def check_kv_cache(lm, prompts: Sequence[Sequence[int]], steps: int = 8, chunks: Sequence[int] = (5, 1, 7)) -> None:
+    """``check_cache_matches_recompute`` and ``check_chunked_prefill`` on each prompt."""
+    for prompt in prompts:
+        check_cache_matches_recompute(lm, prompt, steps=steps)
+        check_chunked_prefill(lm, prompt, chunks=list(chunks))
+
+
+def check_batch_reference(lm, ref, order: Sequence[int], steps: int = 16) -> None:
+    """The reference prompts in ``order``, batched, decode as each does alone and as transformers did."""
+    tokens = check_batch_matches_alone(lm, [reference_prompt(ref, i) for i in order], steps=steps)
+    assert tokens == [ref[f"greedy_{i}"].tolist() for i in order]

@@ -8,25 +8,18 @@ import pytest
 
 import gllm
 from gllm_core.embedding import embed_sequences
-from gllm_core.loader import load_model
-from gllm_core.plugins import get_registry
-from gllm_core.selection import backend_statuses, create_backend
+from gllm_core.testing import backend_fixture, load_folder, load_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
-BACKENDS = [s.name for s in backend_statuses(get_registry()) if s.available]
-
-
-@pytest.fixture(params=BACKENDS, scope="module")
-def backend(request):
-    return create_backend(get_registry(), request.param)
+backend = backend_fixture()
 
 
 def _load(name, backend):
-    return load_model(name, str(FIXTURES / name), backend, get_registry())
+    return load_folder(FIXTURES / name, backend)
 
 
 def _reference(name):
-    return np.load(FIXTURES / name / "reference.npz")
+    return load_reference(FIXTURES / name)
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-bert-f16", "tiny-bert-bf16"])

@@ -9,27 +9,18 @@ import pytest
 
 import gllm
 from gllm_core.errors import BadRequestError, CorruptFileError, UnsupportedArchitectureError
-from gllm_core.loader import load_model
 from gllm_core.plugins import get_registry
 from gllm_core.rerank import score_documents
-from gllm_core.selection import backend_statuses, create_backend
+from gllm_core.selection import create_backend
+from gllm_core.testing import backend_fixture, load_folder, load_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
-BACKENDS = [s.name for s in backend_statuses(get_registry()) if s.available]
 CROSS_ENCODERS = ["tiny-bert-cls1", "tiny-bert-cls3", "tiny-xlmr-cls1"]
-
-
-@pytest.fixture(params=BACKENDS, scope="module")
-def backend(request):
-    return create_backend(get_registry(), request.param)
-
-
-def _load(path, backend):
-    return load_model(Path(path).name, str(path), backend, get_registry())
+backend = backend_fixture()
 
 
 def _reference(name):
-    return np.load(FIXTURES / name / "reference.npz")
+    return load_reference(FIXTURES / name)
 
 
 def _pairs(name):
@@ -38,7 +29,7 @@ def _pairs(name):
 
 @pytest.mark.parametrize("name", CROSS_ENCODERS)
 def test_pairs_are_encoded_as_cross_encoder_did(name, backend):
-    model = _load(FIXTURES / name, backend)
+    model = load_folder(FIXTURES / name, backend)
     ref = _reference(name)
     encoded = model.tokenizer.encode_pairs(_pairs(name))
     assert max(len(ids) for ids, _ in encoded) == 40  # the long document is cut at the model's limit
@@ -51,7 +42,7 @@ def test_pairs_are_encoded_as_cross_encoder_did(name, backend):
 
 @pytest.mark.parametrize("name", CROSS_ENCODERS)
 def test_logits_match_transformers(name, backend):
-    model = _load(FIXTURES / name, backend)
+    model = load_folder(FIXTURES / name, backend)
     ref = _reference(name)
     n = len(_pairs(name))
     ids = [ref[f"input_ids_{i}"].tolist() for i in range(n)]
@@ -67,7 +58,7 @@ def test_logits_match_transformers(name, backend):
 @pytest.mark.parametrize("name, activation", [("tiny-bert-cls1", "sigmoid"), ("tiny-bert-cls3", "identity"),
                                               ("tiny-xlmr-cls1", "sigmoid")])
 def test_scores_match_cross_encoder_predict(name, activation, backend):
-    model = _load(FIXTURES / name, backend)
+    model = load_folder(FIXTURES / name, backend)
     ref = _reference(name)
     assert model.model.activation == activation
     encoded = model.tokenizer.encode_pairs(_pairs(name))
@@ -95,7 +86,7 @@ def _variant_copy(tmp_path, variant: dict) -> Path:
 
 @pytest.mark.parametrize("key", sorted(VARIANTS))
 def test_activation_follows_cross_encoder_config(key, tmp_path):
-    model = _load(_variant_copy(tmp_path, VARIANTS[key]), create_backend(get_registry(), "numpy"))
+    model = load_folder(_variant_copy(tmp_path, VARIANTS[key]), create_backend(get_registry(), "numpy"))
     ref = _reference("tiny-bert-cls1")
     encoded = model.tokenizer.encode_pairs(_pairs("tiny-bert-cls1"))
     scores = model.model.activate(model.model.score_pairs([e[0] for e in encoded], [e[1] for e in encoded]))[:, 0]
@@ -109,7 +100,7 @@ def test_activation_follows_cross_encoder_config(key, tmp_path):
 def test_unknown_activation_is_refused(value, error, match, tmp_path):
     folder = _variant_copy(tmp_path, {"config.json": {"sentence_transformers": {"activation_fn": value}}})
     with pytest.raises(error, match=match):
-        _load(folder, create_backend(get_registry(), "numpy"))
+        load_folder(folder, create_backend(get_registry(), "numpy"))
 
 
 def test_bert_cross_encoder_without_pooler_is_refused(tmp_path):
@@ -119,11 +110,11 @@ def test_bert_cross_encoder_without_pooler_is_refused(tmp_path):
     tensors = {k: v for k, v in load_file(folder / "model.safetensors").items() if "pooler" not in k}
     save_file(tensors, folder / "model.safetensors")
     with pytest.raises(CorruptFileError, match="pooler"):
-        _load(folder, create_backend(get_registry(), "numpy"))
+        load_folder(folder, create_backend(get_registry(), "numpy"))
 
 
 def test_batches_give_the_same_scores(backend):
-    model = _load(FIXTURES / "tiny-bert-cls1", backend)
+    model = load_folder(FIXTURES / "tiny-bert-cls1", backend)
     ref = _reference("tiny-bert-cls1")
     pairs = _pairs("tiny-bert-cls1")
     query = pairs[2][0]
@@ -136,7 +127,7 @@ def test_batches_give_the_same_scores(backend):
 
 def test_xlmr_positions_follow_the_pad_id(backend):
     """XLM-R numbers positions from padding_idx + 1; a pad id inside a sequence keeps padding_idx."""
-    model = _load(FIXTURES / "tiny-xlmr", backend)
+    model = load_folder(FIXTURES / "tiny-xlmr", backend)
     ref = _reference("tiny-xlmr")
     texts = json.loads((FIXTURES / "tiny-xlmr" / "texts.json").read_text())
     seqs = [ref[f"input_ids_{i}"].tolist() for i in range(len(texts))] + [ref["pad_inside_ids"].tolist()]

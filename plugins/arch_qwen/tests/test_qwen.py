@@ -5,41 +5,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gllm_core.causal_lm_checks import (check_batch_matches_alone, check_cache_matches_recompute,
-                                        check_chunked_prefill, greedy, prompt_logits)
+from gllm_core.causal_lm_checks import (check_batch_reference, check_greedy_reference, check_kv_cache,
+                                        check_logits_reference, check_rounded_reference, prompt_logits,
+                                        reference_prompt)
 from gllm_core.config import ModelConfig
 from gllm_core.errors import CorruptFileError
-from gllm_core.loader import load_model
 from gllm_core.nn import MoE
 from gllm_core.plugins import get_registry
-from gllm_core.selection import backend_statuses, create_backend
+from gllm_core.selection import create_backend
+from gllm_core.testing import backend_fixture, load_folder, load_reference
 from gllm_core.weights import DictWeightSource
 
 import gllm_arch_qwen
 
 FIXTURES = Path(__file__).parent / "fixtures"
-BACKENDS = [s.name for s in backend_statuses(get_registry()) if s.available]
 FLOAT32 = ["tiny-qwen2", "tiny-qwen2-window", "tiny-qwen3", "tiny-qwen3-yarn", "tiny-qwen3-moe",
            "tiny-qwen3-moe-nonorm"]
 ROUNDED = {"tiny-qwen2-f16": "tiny-qwen2", "tiny-qwen2-bf16": "tiny-qwen2", "tiny-qwen3-moe-bf16": "tiny-qwen3-moe"}
 N_PROMPTS = 4
-
-
-@pytest.fixture(params=BACKENDS, scope="module")
-def backend(request):
-    return create_backend(get_registry(), request.param)
+backend = backend_fixture()
 
 
 def _load(name, backend):
-    return load_model(name, str(FIXTURES / name), backend, get_registry())
+    return load_folder(FIXTURES / name, backend)
 
 
 def _ref(name):
-    return np.load(FIXTURES / name / "reference.npz")
-
-
-def _prompt(ref, i):
-    return ref[f"prompt_ids_{i}"].tolist()
+    return load_reference(FIXTURES / name)
 
 
 def test_plugin_registers_architectures_and_aliases():
@@ -56,30 +48,19 @@ def test_plugin_registers_architectures_and_aliases():
 
 @pytest.mark.parametrize("name", FLOAT32 + list(ROUNDED))
 def test_prompt_logits_match_transformers(name, backend):
-    model = _load(name, backend)
-    ref = _ref(name)
-    for i in range(N_PROMPTS):
-        logits = prompt_logits(model.model, _prompt(ref, i))
-        np.testing.assert_allclose(logits, ref[f"logits_{i}"], atol=1e-4, rtol=0, err_msg=f"{name} prompt {i}")
+    check_logits_reference(_load(name, backend).model, _ref(name), N_PROMPTS, atol=1e-4, label=name)
 
 
 @pytest.mark.parametrize("name", list(ROUNDED))
 def test_f16_bf16_weights_agree_on_argmax(name, backend):
     model = _load(name, backend)
-    ref, ref32 = _ref(name), _ref(ROUNDED[name])
     assert model.weights.get("model.layers.0.self_attn.q_proj.weight").dtype == name.rsplit("-", 1)[1]
-    for i in range(N_PROMPTS):
-        argmax = prompt_logits(model.model, _prompt(ref, i)).argmax(-1)
-        assert argmax.tolist() == ref[f"argmax_{i}"].tolist()
-        assert np.abs(ref[f"logits_{i}"] - ref32[f"logits_{i}"]).max() < 0.5
+    check_rounded_reference(model.model, _ref(name), _ref(ROUNDED[name]), N_PROMPTS, margin=0.5)
 
 
 @pytest.mark.parametrize("name", FLOAT32 + list(ROUNDED))
 def test_greedy_continuation_matches_transformers(name, backend):
-    model = _load(name, backend)
-    ref = _ref(name)
-    for i in range(N_PROMPTS):
-        assert greedy(model.model, _prompt(ref, i), 16) == ref[f"greedy_{i}"].tolist(), f"{name} prompt {i}"
+    check_greedy_reference(_load(name, backend).model, _ref(name), N_PROMPTS, steps=16, label=name)
 
 
 @pytest.mark.parametrize("name", FLOAT32)
@@ -87,9 +68,7 @@ def test_cached_decode_equals_recompute(name, backend):
     model = _load(name, backend)
     model.model.set_kv_block_size(8)
     ref = _ref(name)
-    for i in (0, 3):
-        check_cache_matches_recompute(model.model, _prompt(ref, i), steps=8)
-        check_chunked_prefill(model.model, _prompt(ref, i), chunks=[5, 1, 7])
+    check_kv_cache(model.model, [reference_prompt(ref, i) for i in (0, 3)], steps=8, chunks=[5, 1, 7])
     assert model.model.kv_pool.blocks_in_use == 0
 
 
@@ -98,10 +77,7 @@ def test_cached_decode_equals_recompute(name, backend):
 def test_batch_of_prompts_generates_what_each_generates_alone(name, block_size, backend):
     model = _load(name, backend)
     model.model.set_kv_block_size(block_size)
-    ref = _ref(name)
-    order = (1, 3, 0, 2)
-    tokens = check_batch_matches_alone(model.model, [_prompt(ref, i) for i in order], steps=16)
-    assert tokens == [ref[f"greedy_{i}"].tolist() for i in order]
+    check_batch_reference(model.model, _ref(name), order=(1, 3, 0, 2), steps=16)
 
 
 def test_moe_layers_follow_sparse_step_and_mlp_only_layers():
@@ -130,7 +106,7 @@ def test_tokenizer_and_chat_files(backend):
     ref = _ref("tiny-qwen2")
     tok = model.tokenizer
     assert tok.vocab_size == model.model.vocab_size >= 300
-    assert tok.encode("Hi") == _prompt(ref, 0)  # no bos for Qwen
+    assert tok.encode("Hi") == reference_prompt(ref, 0)  # no bos for Qwen
     assert tok.bos_token is None and tok.eos_token == "<|im_end|>"
     assert tok.decode(ref["chat_ids"].tolist(), skip_special_tokens=False) == str(ref["chat_text"])
 
@@ -177,4 +153,4 @@ def test_sliding_window_from_the_released_config_layout():
     assert layer_windows(ModelConfig.from_dict(dict(raw, use_sliding_window=False), path=config.path)) == [None, None]
     lm = gllm_arch_qwen.build_qwen2(released, DictWeightSource(_weights("tiny-qwen2-window")), backend)
     ref = _ref("tiny-qwen2-window")
-    np.testing.assert_allclose(prompt_logits(lm, _prompt(ref, 3)), ref["logits_3"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(prompt_logits(lm, reference_prompt(ref, 3)), ref["logits_3"], atol=1e-4, rtol=0)
