@@ -264,6 +264,7 @@ class OpenCLBackend(Backend):
         self.norm_small_rows = 16  # rows up to which it is used (0: never)
         self._k_softmax = _kernel(prg, "softmax", [B, B, i])
         self._k_rope = _kernel(prg, "rope", [B, B, B, B, B, i, i, f, i, i, i, i, i, i])
+        self._k_rope_store = _kernel(prg, "rope_store", [B, B, B, B, B, i, i, f, i, i, i, i, i, i, B, B, B, B, i, i, i])
         self._gemv_kernels: dict = {}
         self._gemm_kernels: dict = {}
         self._mma_kernels: dict = {}
@@ -284,6 +285,10 @@ class OpenCLBackend(Backend):
         # one-row RMSNorm computed by the next matrix-vector product (GLLM_OPENCL_FUSE_NORM=0: off)
         self.fuse_norm = os.environ.get("GLLM_OPENCL_FUSE_NORM", "1") != "0"
         self.norm_groups_per_cu = 8
+        self.norm_shfl = 4  # NVIDIA: rows per warp per pass with warp shuffles (0: the portable form)
+        # RoPE of queries and keys and the KV cache's key and value writes in one launch when they
+        # come in that order (a decode step); off: two launches (RoPE pair, write pair)
+        self.fuse_rope_store = True
         self._counter_len, self._counter_buf = 0, None
 
     def __repr__(self) -> str:
@@ -551,6 +556,26 @@ class OpenCLBackend(Backend):
         q = self.queue
         with self._lock:
             held = self.rt.deferred
+            if held is not None and not acc and held[0] == "rope2":
+                rp = held[2]
+                if src.kind == 0 and src.buf is rp[2] and d == rp[10] and t == rp[11]:  # the rotated keys
+                    pair = held[1]
+
+                    def rope_then_keys(dst=dst.buf, src=src.buf):
+                        pair()
+                        self._k_scatter(q, (_round_up(d, 64), t, 1), (64, 1, 1), dst, dst, idx.buf, src, src, d, t, 0,
+                                        d, 0, d, 0)
+                    self.rt.deferred = ("rope2k", rope_then_keys, rp, (dst.buf, idx))
+                    return
+            if held is not None and not acc and held[0] == "rope2k":
+                rp, (kc, kidx) = held[2], held[3]
+                if kidx is idx and kc is not dst.buf and t == rp[11]:  # the values: everything in one launch
+                    self.rt.deferred = None
+                    xb, y0, y1, p, f, dh, half, scale, inter, hd0, hd1, _, xs, xo = rp
+                    n = t * (hd0 + 2 * hd1 + d)
+                    self._k_rope_store(q, (_round_up(n, 256),), (256,), xb, y0, y1, p.buf, f.buf, dh, half, scale,
+                                       inter, hd0, hd1, t, xs, xo, kc, dst.buf, idx.buf, src.buf, d, stride, off)
+                    return
             if held is not None:
                 if held[0] == "scatter" and held[2] == (idx, d, t, acc) and held[3][0] is not dst.buf:
                     self.rt.deferred = None  # the value write after the key write: one launch for both
@@ -569,7 +594,7 @@ class OpenCLBackend(Backend):
     def _gemv(self, code: int, nt: int, norm_n: int = 0):
         """The matrix-vector kernel; with ``norm_n`` its form that computes a one-row RMSNorm of
         ``norm_n`` columns first (``gemv_norm``)."""
-        key = (code, nt, norm_n)
+        key = (code, nt, norm_n, self.norm_shfl if norm_n else 0)
         k = self._gemv_kernels.get(key)
         if k is None:
             rpt, lanes, warps = self.gemv_rpt[nt], self.gemv_lanes, self.gemv_warps
@@ -579,6 +604,8 @@ class OpenCLBackend(Backend):
                 defines["F16_VLOAD"] = 1
             if norm_n:
                 defines["XN"] = norm_n
+                if self.norm_shfl and lanes == 32 and self.rt.nv_compute is not None and self.rt.nv_compute >= (7, 0):
+                    defines["NV_SHFL"] = self.norm_shfl  # rows per warp per pass, lanes summed by shfl.sync
             prg = self.rt.program(["linear.cl"], defines)
             if norm_n:
                 kern = self.rt.kernel(prg, "gemv_norm", [B, B, B, B, B, B, B, _I32, _I32, _I32, _I32, _F32])
@@ -720,7 +747,8 @@ class OpenCLBackend(Backend):
         k, lanes, warps, rpt = self._gemv(w.code, 1, n_in)
         y = DeviceArray(self._alloc(4 * n_out), x.shape[:-1] + (n_out,), _F32, size=n_out)
         # a few work-groups per compute unit, each looping over rows: the norm is paid once per group
-        groups = max(1, min(-(-n_out // (2 * warps)), self.norm_groups_per_cu * self.rt.compute_units))
+        per = warps * max(2, self.norm_shfl)
+        groups = max(1, min(-(-n_out // per), self.norm_groups_per_cu * self.rt.compute_units))
         with self._lock:
             k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, src.buf, src.buf if res is None else res.buf,
               weight.buf, y.buf if bias is None else bias.buf, y.buf, src.buf if h is None else h.buf, n_out,
@@ -887,8 +915,15 @@ class OpenCLBackend(Backend):
                     self.rt.deferred = None  # the keys right after the queries: one launch for both
                     y0, hd0 = held[3]
                     n = t * (hd0 + hd)
-                    self._k_rope(q, (_round_up(n, 256),), (256,), x.buf, y0, y.buf, p.buf, f.buf, d, half, scale,
-                                 inter, hd0, hd, n, stride, off - hd0)
+
+                    def pair(xb=x.buf, y1=y.buf):
+                        self._k_rope(q, (_round_up(n, 256),), (256,), xb, y0, y1, p.buf, f.buf, d, half, scale,
+                                     inter, hd0, hd, n, stride, off - hd0)
+                    if self.fuse_rope_store:  # held on: the KV cache writes may follow
+                        self.rt.deferred = ("rope2", pair, (x.buf, y0, y.buf, p, f, d, half, scale, inter, hd0, hd, t,
+                                                            stride, off - hd0))
+                    else:
+                        pair()
                     return y
                 self._flush()
 

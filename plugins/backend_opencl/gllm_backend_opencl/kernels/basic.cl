@@ -198,6 +198,23 @@ void softmax(__global const float* x, __global float* y, const int d) {
 // x may be a column view (rows x_stride apart from x_off). Two tensors side by side in x (the
 // queries and keys of a fused QKV projection: hd0 and hd1 values per token) rotate in one launch
 // into y0 and y1; hd1 = 0 for one.
+// the rotated value of column cc (c = cc % d within its head) of one row xr
+inline float rope_value(__global const float* xr, const int cc, const int c, const float p,
+                        __global const float* inv_freq, const int half_rot, const float scale, const int interleaved) {
+    float v = xr[cc];
+    if (c < 2 * half_rot) {
+        int f, partner;
+        float sign;
+        if (interleaved) { f = c >> 1; partner = (c & 1) ? cc - 1 : cc + 1; sign = (c & 1) ? 1.0f : -1.0f; }
+        else if (c < half_rot) { f = c; partner = cc + half_rot; sign = -1.0f; }
+        else { f = c - half_rot; partner = cc - half_rot; sign = 1.0f; }
+        float a = p * inv_freq[f];
+        float cs = cos(a) * scale, sn = sin(a) * scale;
+        v = v * cs + sign * xr[partner] * sn;
+    }
+    return v;
+}
+
 __kernel void rope(__global const float* x, __global float* y0, __global float* y1, __global const int* pos,
                    __global const float* inv_freq, const int d, const int half_rot, const float scale,
                    const int interleaved, const int hd0, const int hd1, const int n, const int x_stride,
@@ -206,19 +223,34 @@ __kernel void rope(__global const float* x, __global float* y0, __global float* 
     if (i >= n) return;
     int hd = hd0 + hd1;
     int t = i / hd, cc = i % hd;
-    int c = cc % d;
-    __global const float* xr = x + (size_t)t * x_stride + x_off;
-    float v = xr[cc];
-    if (c < 2 * half_rot) {
-        int f, partner;
-        float sign;
-        if (interleaved) { f = c >> 1; partner = (c & 1) ? cc - 1 : cc + 1; sign = (c & 1) ? 1.0f : -1.0f; }
-        else if (c < half_rot) { f = c; partner = cc + half_rot; sign = -1.0f; }
-        else { f = c - half_rot; partner = cc - half_rot; sign = 1.0f; }
-        float a = (float)pos[t] * inv_freq[f];
-        float cs = cos(a) * scale, sn = sin(a) * scale;
-        v = v * cs + sign * xr[partner] * sn;
-    }
+    float v = rope_value(x + (size_t)t * x_stride + x_off, cc, cc % d, (float)pos[t], inv_freq, half_rot, scale,
+                         interleaved);
     if (cc < hd0) y0[(size_t)t * hd0 + cc] = v;
     else y1[(size_t)t * hd1 + cc - hd0] = v;
+}
+
+// A decode step's RoPE of queries and keys (as rope, two tensors) and its KV-cache writes in one
+// launch: work-items [0, n) rotate into y0 / y1; the next t * hd1 write the rotated keys into rows
+// of kc (rotating again: y1 is being written by this same launch); the next t * dvw copy v (a
+// column view) into rows of vc.
+__kernel void rope_store(__global const float* x, __global float* y0, __global float* y1, __global const int* pos,
+                         __global const float* inv_freq, const int d, const int half_rot, const float scale,
+                         const int interleaved, const int hd0, const int hd1, const int t_count, const int x_stride,
+                         const int x_off, __global float* kc, __global float* vc, __global const int* rows,
+                         __global const float* v, const int dvw, const int v_stride, const int v_off) {
+    const int i = get_global_id(0), hd = hd0 + hd1, n = t_count * hd, nk = t_count * hd1;
+    if (i < n) {
+        int t = i / hd, cc = i % hd;
+        float val = rope_value(x + (size_t)t * x_stride + x_off, cc, cc % d, (float)pos[t], inv_freq, half_rot,
+                               scale, interleaved);
+        if (cc < hd0) y0[(size_t)t * hd0 + cc] = val;
+        else y1[(size_t)t * hd1 + cc - hd0] = val;
+    } else if (i < n + nk) {
+        int j = i - n, t = j / hd1, ck = j % hd1;
+        kc[(size_t)rows[t] * hd1 + ck] = rope_value(x + (size_t)t * x_stride + x_off, hd0 + ck, ck % d, (float)pos[t],
+                                                    inv_freq, half_rot, scale, interleaved);
+    } else if (i < n + nk + t_count * dvw) {
+        int j = i - n - nk, t = j / dvw, c = j % dvw;
+        vc[(size_t)rows[t] * dvw + c] = v[(size_t)t * v_stride + v_off + c];
+    }
 }

@@ -129,6 +129,40 @@ void gemv_norm(__global const wtype* restrict w, __global const float* restrict 
         xhi[c >> 3] *= inv * vload4(0, g + c + 4);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+#ifdef NV_SHFL
+    // NVIDIA (LANES == 32 == the warp): each warp takes R rows at a time on its own and sums its
+    // lanes with shfl.sync (inline PTX), so warps never wait for each other inside the loop
+    const int step = get_num_groups(0) * WARPS * NV_SHFL;
+    for (int o0 = (get_group_id(0) * WARPS + warp) * NV_SHFL; o0 < n_out; o0 += step) {
+        float acc[NV_SHFL];
+        __global const wtype* wr[NV_SHFL];
+#pragma unroll
+        for (int rr = 0; rr < NV_SHFL; rr++) {
+            acc[rr] = 0.0f;
+            wr[rr] = w + (size_t)min(o0 + rr, n_out - 1) * XN;
+        }
+        for (int k = lane; k < XN / 8; k += LANES) {
+            const float4 lo = xlo[k], hi = xhi[k];
+#pragma unroll
+            for (int rr = 0; rr < NV_SHFL; rr++) {
+                const float8 v = loadw8(wr[rr] + 8 * k);
+                acc[rr] += dot(v.lo, lo) + dot(v.hi, hi);
+            }
+        }
+#pragma unroll
+        for (int rr = 0; rr < NV_SHFL; rr++) {
+            float s = acc[rr];
+#pragma unroll
+            for (int m = 16; m > 0; m >>= 1) {
+                float t;
+                asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(t) : "f"(s), "r"(m));
+                s += t;
+            }
+            if (lane == 0 && o0 + rr < n_out) y[o0 + rr] = apply_act(s + (has_bias ? bias[o0 + rr] : 0.0f), act);
+        }
+    }
+}
+#else
     // rows o0 + warp and o0 + WARPS + warp per pass; every work-item runs every pass (barriers)
     __local float sums[2][NTH];
     const int step = get_num_groups(0) * 2 * WARPS;
@@ -158,6 +192,7 @@ void gemv_norm(__global const wtype* restrict w, __global const float* restrict 
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
+#endif
 #endif
 #endif
 
