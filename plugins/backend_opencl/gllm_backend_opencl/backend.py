@@ -424,8 +424,8 @@ class OpenCLBackend(Backend):
             args = [B, B, B, B, _I32, _I32, _I32, _I32, _I32]
             generic = {nt: (rt.kernel(prg, f"qgemv_{nt}", args), rpt) for nt, rpt in ((1, 1), (2, 1), (4, 2), (8, 2))}
             gemv = dict(generic)
-            if qname == "q4_k" and lanes % 8 == 0:  # 16-byte loads of the quants, 1 or 2 rows of x
-                gemv.update({nt: (rt.kernel(prg, f"q4k_gemv_{nt}", args), 1) for nt in (1, 2)})
+            if qname == "q4_k" and lanes % 8 == 0:  # one row of x: 16-byte loads of the quants, 4 rows per warp
+                gemv[1] = (rt.kernel(prg, "q4k_gemv_1", args), 4)
             hit = rt.kernels[key] = QuantKernels(gemv, rt.kernel(prg, "qgemm", args),
                                                  rt.kernel(prg, "qembedding", [B, B, B, _I32, _I32, _I32]), lanes, warps,
                                                  generic)

@@ -223,36 +223,37 @@ inline void k4_scale_min(uint s0, uint s1, uint s2, int g, float* sc, float* mn)
     }
 }
 
-// one lane's share of a block for one row of x: groups 2i (low nibbles) and 2i + 1 (high)
-inline float q4k_part(__global const float* restrict xr, const uint4 q, const float dl0, const float ml0,
-                      const float dl1, const float ml1) {
-    __global const float4* x0 = (__global const float4*)xr;
-    __global const float4* x1 = x0 + 8;  // 32 columns on: group 2i + 1
-    const float4 a0 = x0[0], a1 = x0[1], a2 = x0[2], a3 = x0[3];
-    const float4 b0 = x1[0], b1 = x1[1], b2 = x1[2], b3 = x1[3];
-#define LO(u) (float4)((float)((u) & 15u), (float)(((u) >> 8) & 15u), (float)(((u) >> 16) & 15u), (float)(((u) >> 24) & 15u))
-#define HI(u) (float4)((float)(((u) >> 4) & 15u), (float)(((u) >> 12) & 15u), (float)(((u) >> 20) & 15u), (float)((u) >> 28))
-    const float dot0 = dot(LO(q.x), a0) + dot(LO(q.y), a1) + dot(LO(q.z), a2) + dot(LO(q.w), a3);
-    const float dot1 = dot(HI(q.x), b0) + dot(HI(q.y), b1) + dot(HI(q.z), b2) + dot(HI(q.w), b3);
-#undef LO
-#undef HI
-    const float4 sa = (a0 + a1) + (a2 + a3), sb = (b0 + b1) + (b2 + b3);
-    const float sum0 = (sa.x + sa.y) + (sa.z + sa.w), sum1 = (sb.x + sb.y) + (sb.z + sb.w);
-    return dl0 * dot0 - ml0 * sum0 + dl1 * dot1 - ml1 * sum1;
-}
-
-inline void q4k_gemv(block_ptr w, __global const float* restrict x, __global const float* restrict bias,
-                     __global float* restrict y, const int T, const int n_in, const int n_out, const int has_bias,
-                     const int act, __local float* red, const int NT) {
+// One row of x, RPT weight rows per warp: a lane loads its 32 x values (two runs of 16) once per
+// block and uses them for all RPT rows (x is float32, 7x the bytes of the 4.5-bit weights it meets:
+// read per row, it would bound the kernel by the L1's bandwidth).
+#define K4_RPT 4
+__kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))
+void q4k_gemv_1(block_ptr w, __global const float* restrict x, __global const float* restrict bias,
+                __global float* restrict y, const int T, const int n_in, const int n_out, const int has_bias,
+                const int act) {
+    __local float red[WARPS][K4_RPT][LANES + 1];
     const int lane = get_local_id(0), warp = get_local_id(1);
-    const int o = get_group_id(0) * WARPS + warp;
+    const int o0 = (get_group_id(0) * WARPS + warp) * K4_RPT;
     const int nb = n_in / 256;
     const int c = lane & 7, i = c >> 1, hh = c & 1;
-    float acc0 = 0.0f, acc1 = 0.0f;
-    if (o < n_out) {
-        block_ptr row = w + (size_t)o * nb * TYPE_SIZE;
-        for (int b = lane >> 3; b < nb; b += LANES / 8) {
-            block_ptr blk = row + (size_t)b * TYPE_SIZE;
+    const size_t row_bytes = (size_t)nb * TYPE_SIZE;
+    float acc[K4_RPT];
+    block_ptr rows[K4_RPT];
+#pragma unroll
+    for (int r = 0; r < K4_RPT; r++) {
+        acc[r] = 0.0f;
+        rows[r] = w + (size_t)min(o0 + r, n_out - 1) * row_bytes;
+    }
+    for (int b = lane >> 3; b < nb; b += LANES / 8) {
+        __global const float4* x0 = (__global const float4*)(x + 256 * b + 64 * i + 16 * hh);
+        __global const float4* x1 = x0 + 8;  // 32 columns on: group 2i + 1
+        const float4 a0 = x0[0], a1 = x0[1], a2 = x0[2], a3 = x0[3];
+        const float4 b0 = x1[0], b1 = x1[1], b2 = x1[2], b3 = x1[3];
+        const float4 sa = (a0 + a1) + (a2 + a3), sb = (b0 + b1) + (b2 + b3);
+        const float sum0 = (sa.x + sa.y) + (sa.z + sa.w), sum1 = (sb.x + sb.y) + (sb.z + sb.w);
+#pragma unroll
+        for (int r = 0; r < K4_RPT; r++) {
+            block_ptr blk = rows[r] + (size_t)b * TYPE_SIZE;
             const uint dd = *(__global const uint*)blk;
             const uint s0 = *(__global const uint*)(blk + 4), s1 = *(__global const uint*)(blk + 8),
                        s2 = *(__global const uint*)(blk + 12);
@@ -261,34 +262,25 @@ inline void q4k_gemv(block_ptr w, __global const float* restrict x, __global con
             k4_scale_min(s0, s1, s2, 2 * i, &sc0, &mn0);
             k4_scale_min(s0, s1, s2, 2 * i + 1, &sc1, &mn1);
             const float d = f16_bits(dd & 0xffffu), dmin = f16_bits(dd >> 16);
-            const float dl0 = d * sc0, ml0 = dmin * mn0, dl1 = d * sc1, ml1 = dmin * mn1;
-            __global const float* xr = x + 256 * b + 64 * i + 16 * hh;
-            acc0 += q4k_part(xr, q, dl0, ml0, dl1, ml1);
-            if (NT > 1 && T > 1) acc1 += q4k_part(xr + n_in, q, dl0, ml0, dl1, ml1);
+#define LO(u) (float4)((float)((u) & 15u), (float)(((u) >> 8) & 15u), (float)(((u) >> 16) & 15u), (float)(((u) >> 24) & 15u))
+#define HI(u) (float4)((float)(((u) >> 4) & 15u), (float)(((u) >> 12) & 15u), (float)(((u) >> 20) & 15u), (float)((u) >> 28))
+            const float dot0 = dot(LO(q.x), a0) + dot(LO(q.y), a1) + dot(LO(q.z), a2) + dot(LO(q.w), a3);
+            const float dot1 = dot(HI(q.x), b0) + dot(HI(q.y), b1) + dot(HI(q.z), b2) + dot(HI(q.w), b3);
+#undef LO
+#undef HI
+            acc[r] += (d * sc0) * dot0 - (dmin * mn0) * sum0 + (d * sc1) * dot1 - (dmin * mn1) * sum1;
         }
     }
-    __local float* mine = red + warp * (16 * (LANES + 1));
-    mine[lane] = acc0;
-    mine[LANES + 1 + lane] = acc1;
+#pragma unroll
+    for (int r = 0; r < K4_RPT; r++) red[warp][r][lane] = acc[r];
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (lane < NT && lane < T && o < n_out) {
+    if (lane < K4_RPT && o0 + lane < n_out) {
         float s = 0.0f;
-        for (int l = 0; l < LANES; l++) s += mine[lane * (LANES + 1) + l];
-        if (has_bias) s += bias[o];
-        y[(size_t)lane * n_out + o] = apply_act(s, act);
+        for (int l = 0; l < LANES; l++) s += red[warp][lane][l];
+        if (has_bias) s += bias[o0 + lane];
+        y[o0 + lane] = apply_act(s, act);
     }
 }
-
-#define Q4KGEMV(NT)                                                                                          \
-__kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))                                             \
-void q4k_gemv_##NT(block_ptr w, __global const float* restrict x, __global const float* restrict bias,      \
-                   __global float* restrict y, const int T, const int n_in, const int n_out, const int has_bias, \
-                   const int act) {                                                                         \
-    __local float red[WARPS * 16 * (LANES + 1)];                                                            \
-    q4k_gemv(w, x, bias, y, T, n_in, n_out, has_bias, act, red, NT);                                        \
-}
-Q4KGEMV(1)
-Q4KGEMV(2)
 #endif
 
 // -- tiles (prompts) ---------------------------------------------------------------------------------
