@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -32,18 +31,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import fetch_models  # noqa: E402
 MODELS = ("smollm2:135m", "qwen2.5-coder:0.5b")
 PROMPT = ("The history of computing is a story of ever smaller and faster machines. " * 12).strip()
 DECODE_TOKENS = 64
 QUANTIZE_CHECKS = (("smollm2:135m", "q4_k"), ("smollm2:135m", "q8_0"))
-
-
-def _fetch_tool():
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def llama_worker(path: str, ids: list[int], threads: int) -> dict:
@@ -142,7 +135,7 @@ def main() -> int:
     from gllm_format_gguf.source import open_gguf
     from gllm_format_gguf.tokenizer import build_tokenizer
 
-    fetch = _fetch_tool()
+    fetch = fetch_models
     where = machine()
     bandwidth = copy_bandwidth()
     rows = []

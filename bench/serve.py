@@ -21,7 +21,6 @@ sequence per context). Requests go only to 127.0.0.1; every wait is bounded.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import fetch_models  # noqa: E402
 MODEL = "qwen2.5-coder:0.5b"
 TOPICS = ["reverses a string", "checks whether a number is prime", "merges two sorted lists",
           "counts the words in a file", "flattens a nested list", "parses an ISO date",
@@ -47,14 +48,6 @@ TOPICS = ["reverses a string", "checks whether a number is prime", "merges two s
 
 def _messages(i: int) -> list[dict]:
     return [{"role": "user", "content": f"Write a Python function that {TOPICS[i % len(TOPICS)]}."}]
-
-
-def _fetch_tool():
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -205,7 +198,7 @@ def main(argv=None) -> int:
 
     import openai
 
-    fetch = _fetch_tool()
+    fetch = fetch_models
     gguf = args.model_path or fetch.model_path("qwen2.5-coder-0.5b")
     if args.model_path:
         MODEL = "bench-model"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tools import fetch_models  # the repository root is on sys.path (pyproject.toml)
 
 # never touch the user's store or the network from a test
 _HOME = tempfile.mkdtemp(prefix="gllm-test-home-")
@@ -20,18 +18,17 @@ os.environ.pop("GLLM_BACKEND", None)
 os.environ.pop("GLLM_LOAD_PLUGINS", None)
 
 
-def _fetch_tool():
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
     """The real all-MiniLM-L6-v2 folder from its PyPI package, sha256-checked."""
-    return str(_fetch_tool().model_path("all-minilm:l6"))
+    return str(fetch_models.model_path("all-minilm:l6"))
+
+
+@pytest.fixture(scope="session")
+def vocab_dir() -> Path:
+    """llama.cpp's vocab-only GGUFs and models/templates, from the llama-cpp-python source archive
+    (sha256-checked)."""
+    return Path(fetch_models.archive_path("llama-cpp-vocab"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import transformers.utils.chat_template_utils as ctu
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import fetch_models  # noqa: E402
 OUT = ROOT / "tests" / "generation" / "fixtures" / "chat_templates.json"
 NOW = _dt.datetime(2024, 7, 26, 9, 30, 0)
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>"}
@@ -48,14 +49,6 @@ CASES = {
 }
 
 
-def _fetch_tool():
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 class _FixedClock(_dt.datetime):
     @classmethod
     def now(cls, tz=None):
@@ -63,7 +56,7 @@ class _FixedClock(_dt.datetime):
 
 
 def main() -> None:
-    folder = Path(_fetch_tool().archive_path("llama-cpp-vocab")) / "templates"
+    folder = Path(fetch_models.archive_path("llama-cpp-vocab")) / "templates"
     ctu.datetime = _FixedClock  # transformers' strftime_now reads this module global
     out = {"now": NOW.isoformat(), "special_tokens": SPECIAL, "cases": CASES, "templates": {}}
     for path in sorted(folder.glob("*.jinja")):

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import fetch_models  # noqa: E402
 OUT = ROOT / "plugins" / "format_gguf" / "tests" / "fixtures" / "tiny"
 SEED = 1234
 IDS = ([5, 17, 42, 99, 3, 250, 7], [1, 2, 3], [200, 100, 50, 25, 12, 6, 3, 1, 0, 270])
@@ -38,20 +40,11 @@ TEXT = ("The quick brown fox jumps over the lazy dog. def add(a, b):\n    return
         "Paris is the capital of France. 1234 5678 ünïcödé 你好 🙂 ") * 20
 
 
-def _fetch_tool():
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _converter(work: Path):
     """Import llama.cpp's converter (and its own gguf-py) from the source archive."""
-    fetch = _fetch_tool()
-    fetch.archive_path("llama-cpp-vocab")
-    arc = fetch.ARCHIVES["llama-cpp-vocab"]
-    archive = fetch.cache_dir() / f"{arc.dist}-{arc.version}" / f"{arc.dist}-{arc.version}.tar.gz"
+    fetch_models.archive_path("llama-cpp-vocab")
+    arc = fetch_models.ARCHIVES["llama-cpp-vocab"]
+    archive = fetch_models.cache_dir() / f"{arc.dist}-{arc.version}" / f"{arc.dist}-{arc.version}.tar.gz"
     top = f"{arc.dist.replace('-', '_')}-{arc.version}/vendor/llama.cpp/"
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers()

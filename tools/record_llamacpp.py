@@ -20,13 +20,14 @@ as ``selected`` (the ones the tests hold gllm to).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import fetch_models  # noqa: E402
 OUT = ROOT / "plugins" / "format_gguf" / "tests" / "fixtures" / "llamacpp_greedy.json"
 N_TOKENS = 32
 
@@ -104,14 +105,6 @@ def select(results: list[dict]) -> None:
         r["selected"] = i in keep
 
 
-def _fetch_tool():
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _render(template: str, messages, bos: str, eos: str) -> str:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -180,20 +173,19 @@ def main() -> int:
             select(model["results"])
         OUT.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
         return 0
-    fetch = _fetch_tool()
     record = {"tool": "tools/record_llamacpp.py", "models": {}}
     if args.only and OUT.exists():
         record = json.loads(OUT.read_text())
     for alias, prompts in CANDIDATES.items():
         if args.only and alias not in args.only:
             continue
-        path = fetch.model_path(alias)
+        path = fetch_models.model_path(alias)
         cmd = [args.llama_python, __file__, "--threads", str(args.threads), "--worker", path, json.dumps(prompts)]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         record["llama_cpp_python"] = result.pop("llama_cpp_python")
         select(result["results"])
-        record["models"][alias] = {"file": Path(path).name, "sha256": fetch.row_for(alias).sha256, **result}
+        record["models"][alias] = {"file": Path(path).name, "sha256": fetch_models.row_for(alias).sha256, **result}
         for r in result["results"]:
             mark = "*" if r["selected"] else " "
             print(f"{mark} {alias}: {r['generated_text']!r} (min margin {min(r['top2_margins']):.3f})")

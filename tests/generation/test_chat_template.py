@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -16,20 +14,13 @@ import gllm_core.chat_template as ct
 from gllm_core.chat_template import ChatTemplate, check_messages, template_for
 from gllm_core.errors import BadRequestError, CorruptFileError, GllmError, UnsafeTemplateError
 
-ROOT = Path(__file__).resolve().parents[2]
 REF = json.loads((Path(__file__).parent / "fixtures" / "chat_templates.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def template_dir() -> Path:
+def template_dir(vocab_dir) -> Path:
     """llama.cpp's models/templates from the llama-cpp-python source archive (sha256-checked)."""
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = sys.modules.get("gllm_fetch_models")
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gllm_fetch_models"] = module
-        spec.loader.exec_module(module)
-    return Path(module.archive_path("llama-cpp-vocab")) / "templates"
+    return vocab_dir / "templates"
 
 
 @pytest.fixture

@@ -142,23 +142,6 @@ def test_logprob_entries_follow_the_text_and_stop_at_the_cut(tokenizer):
     assert all(e.text_offset < len("".join(o.text for o in outs[:-1])) for e in streamed)
 
 
-@pytest.fixture(scope="module")
-def vocab_dir():
-    """llama.cpp's vocab-only GGUFs (the llama-cpp-python source archive, sha256-checked)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    module = sys.modules.get("gllm_fetch_models")
-    if module is None:
-        spec = importlib.util.spec_from_file_location(
-            "gllm_fetch_models", Path(__file__).resolve().parents[2] / "tools" / "fetch_models.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gllm_fetch_models"] = module
-        spec.loader.exec_module(module)
-    return Path(module.archive_path("llama-cpp-vocab"))
-
-
 @pytest.mark.parametrize("vocab", ["llama-spm", "llama-bpe", "qwen2", "phi-3"])
 def test_real_tokenizers_stream_the_answer_with_its_leading_space(vocab_dir, vocab):
     from gllm_core.plugins import get_registry
