@@ -501,7 +501,7 @@ def bench_q4k_gemv(backend, cfg, shapes, rng):
                 total_b, total_t = total_b + nb * n, total_t + dt * n
                 row.append(f"{name} {nb / dt / 1e9:5.0f}")
                 m.launch.clear()
-            log(f"  T={t} {kind:7s}: " + " ".join(row) + f" | model {total_b / total_t / 1e9:5.0f} GB/s")
+            log(f"  T={t} {kind + (' (=generic)' if kind == 'wide' and t > 1 else ''):7s}: " + " ".join(row) + f" | model {total_b / total_t / 1e9:5.0f} GB/s")
 
 
 def bench_gemm(backend, mats, rng, h, f):
@@ -561,6 +561,41 @@ def bench_attention(backend, rng, nh, nkv, hd):
     backend.attention_bk, backend.attention_split_blocks = saved
 
 
+def forget_launches(backend):
+    from gllm_backend_opencl.backend import DeviceMatrix
+
+    backend._plans.clear()
+    backend._gemv_kernels.clear()
+    for o in gc.get_objects():
+        if isinstance(o, DeviceMatrix):
+            o.launch.clear()
+
+
+def apply_setting(backend, item: str):
+    """Set backend attributes from "attr=value[+attr=value...]" (gemv_u1=2: U=2 for one row of x);
+    returns a function that restores them."""
+    undo = []
+    for part in item.split("+"):
+        attr, value = part.split("=")
+        if attr.startswith("gemv_u"):
+            nt = int(attr[6:])
+            old_u = dict(backend.gemv_unroll)
+            backend.gemv_unroll[nt] = int(value)
+            undo.append(("gemv_unroll", old_u))
+        else:
+            old = getattr(backend, attr)
+            undo.append((attr, old))
+            setattr(backend, attr, None if value == "None" else type(old)(int(value)) if isinstance(old, (bool, int))
+                    else int(value))
+    forget_launches(backend)
+
+    def restore():
+        for attr, old in reversed(undo):
+            setattr(backend, attr, old)
+        forget_launches(backend)
+    return restore
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -618,6 +653,11 @@ def main(argv=None):
     log(f"gllm model built with {how} in {time.perf_counter() - t0:.1f} s")
     if args.trace:
         trace_decode(model)
+        for item in filter(None, args.ab.split(",")):  # GPU time of each variant (host speed aside)
+            restore = apply_setting(backend, item)
+            log(f"\nwith {item}:")
+            trace_decode(model)
+            restore()
         trace_prefill(model, args.prompt)
         if qmats:
             del model
@@ -630,33 +670,12 @@ def main(argv=None):
     results["gllm"] = ours
     log(f"gllm: {json.dumps({k: round(v, 3) for k, v in ours.items() if not isinstance(v, list)})}  "
         f"(mma: {backend.mma_status})")
-    from gllm_backend_opencl.backend import DeviceMatrix
-
-    def forget_launches():
-        backend._plans.clear()
-        backend._gemv_kernels.clear()
-        for o in gc.get_objects():
-            if isinstance(o, DeviceMatrix):
-                o.launch.clear()
-
     for item in filter(None, args.ab.split(",")):
-        attr, value = item.split("=")
-        if attr.startswith("gemv_u"):  # gemv_u1=2: U=2 for one row of x
-            nt = int(attr[6:])
-            old_u = backend.gemv_unroll[nt]
-            backend.gemv_unroll[nt] = int(value)
-            attr, old = "gemv_unroll", dict(backend.gemv_unroll)
-            old[nt] = old_u
-        else:
-            old = getattr(backend, attr)
-            setattr(backend, attr, None if value == "None" else type(old)(int(value)) if isinstance(old, (bool, int))
-                    else int(value))
-        forget_launches()
+        restore = apply_setting(backend, item)
         a = argparse.Namespace(**vars(args))
         a.prompt, a.reps = 16, 1
         r = bench_gllm(model, cfg, a, fast=False)
-        setattr(backend, attr, old)
-        forget_launches()
+        restore()
         ours[f"decode_b1_{item}"] = r["decode_b1_tok_s"]
         log(f"  with {item}: decode b1 {r['decode_b1_tok_s']:.1f} tok/s {r['decode_b1_runs']}, "
             f"b8 {r['decode_b8_tok_s']:.1f}  (default: {ours['decode_b1_tok_s']:.1f}, {ours['decode_b8_tok_s']:.1f})")

@@ -285,7 +285,8 @@ class OpenCLBackend(Backend):
         # one-row RMSNorm computed by the next matrix-vector product (GLLM_OPENCL_FUSE_NORM=0: off)
         self.fuse_norm = os.environ.get("GLLM_OPENCL_FUSE_NORM", "1") != "0"
         self.norm_groups_per_cu = 8
-        self.norm_shfl = 4  # NVIDIA: rows per warp per pass with warp shuffles (0: the portable form)
+        self.norm_lanes, self.norm_warps = 32, 4  # its work-group
+        self.norm_shfl = 0  # NVIDIA: rows per warp per pass with warp shuffles (0: the portable form)
         # RoPE of queries and keys and the KV cache's key and value writes in one launch when they
         # come in that order (a decode step); off: two launches (RoPE pair, write pair)
         self.fuse_rope_store = True
@@ -594,10 +595,12 @@ class OpenCLBackend(Backend):
     def _gemv(self, code: int, nt: int, norm_n: int = 0):
         """The matrix-vector kernel; with ``norm_n`` its form that computes a one-row RMSNorm of
         ``norm_n`` columns first (``gemv_norm``)."""
-        key = (code, nt, norm_n, self.norm_shfl if norm_n else 0)
+        key = (code, nt, norm_n, (self.norm_shfl, self.norm_lanes, self.norm_warps) if norm_n else 0)
         k = self._gemv_kernels.get(key)
         if k is None:
             rpt, lanes, warps = self.gemv_rpt[nt], self.gemv_lanes, self.gemv_warps
+            if norm_n:
+                lanes, warps = self.norm_lanes, self.norm_warps
             defines = {"GEMV": 1, "WDTYPE": code, "NT": nt, "RPT": rpt, "LANES": lanes, "WARPS": warps,
                        "U": self.gemv_unroll[nt]}
             if self.gemv_vload:

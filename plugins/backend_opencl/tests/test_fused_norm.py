@@ -110,3 +110,14 @@ def test_fuse_norm_off_matches(backend):
     y2, _ = backend.add_rms_norm(backend.upload(x), backend.upload(r), g2, 1e-6)
     got_on = backend.download(backend.linear(y2, w2, bias2, "silu"))
     np.testing.assert_allclose(got_on, got_off, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lanes, warps, groups", [(32, 8, 8), (64, 4, 2), (32, 4, 1)])
+def test_other_work_group_shapes(lanes, warps, groups):
+    b = OpenCLBackend()
+    b.norm_lanes, b.norm_warps, b.norm_groups_per_cu = lanes, warps, groups
+    want_out, want_y, want_h = _reference(11, 1096, 301, "f16", True, "silu")
+    w, bias, g, x, r = _setup(b, 11, 1096, 301, "f16")
+    y, h = b.add_rms_norm(b.upload(x), b.upload(r), g, 1e-6)
+    np.testing.assert_allclose(b.download(b.linear(y, w, bias, "silu")), want_out, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(b.download(h), want_h, rtol=1e-6, atol=1e-6)
