@@ -11,9 +11,10 @@ dispatch. The numpy backend (``gllm_core.backends.numpy_backend``) defines what 
 ``gllm_core.testing`` checks any backend against it.
 
 The KV cache (``gllm_core.kv_cache``) is backend-owned storage made by ``zeros``, written with
-``scatter_rows`` and read with ``take_rows``. Ops to come as the families land: attention reading
-a paged cache through block tables, quantized-activation linear variants, sink attention,
-sigmoid-grouped top-k routing.
+``scatter_rows`` and read with ``take_rows``; ``kv_attention`` does an attention layer's RoPE,
+cache write and attention over the cache's rows in one op (composed of the others unless a
+backend fuses it). Ops to come as the families land: quantized-activation linear variants, sink
+attention, sigmoid-grouped top-k routing.
 """
 
 from __future__ import annotations
@@ -140,3 +141,54 @@ class Backend(abc.ABC):
     def top_k(self, x: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Host ``(values, indices)`` of the k largest entries of each row of ``x [T, N]``,
         in descending order (MoE routing)."""
+
+    # -- attention through the KV cache (not abstract: composed of the ops above by default;
+    # a backend overrides both to fuse a decode step into one kernel) ---------------------------
+    def kv_attention_plan(self, positions: np.ndarray, cu_seqlens_q: np.ndarray, cu_seqlens_k: np.ndarray,
+                          write_slots: np.ndarray, read_slots: np.ndarray | None, inv_freq: np.ndarray | None = None,
+                          rope_style: str = "neox", rope_scale: float = 1.0) -> "KVAttentionPlan":
+        """What every attention layer of one forward pass shares, checked and prepared once.
+
+        ``positions [T]`` of the new tokens; packed offsets as for ``attention``; ``write_slots
+        [T]``: the cache rows their keys and values go to; ``read_slots [Tk]``: the cache rows of
+        each sequence's keys in order (``cu_seqlens_k`` delimits them), or None when every
+        sequence starts in this pass (its keys are the new ones); rotary frequencies as for
+        ``rope`` (None: no rotation). All host int32 / float32 arrays."""
+        return KVAttentionPlan(positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq,
+                               rope_style, rope_scale)
+
+    def kv_attention(self, q: Any, k: Any, v: Any, k_cache: Any, v_cache: Any, plan: "KVAttentionPlan",
+                     scale: float, window: int | None = None) -> Any:
+        """Causal self-attention of new tokens through one layer's KV cache.
+
+        q ``[T, Hq, D]`` and k ``[T, Hkv, D]`` are rotated with the plan's frequencies; k and
+        v ``[T, Hkv, Dv]`` are written to rows ``write_slots`` of ``k_cache [S, Hkv * D]`` and
+        ``v_cache [S, Hkv * Dv]``; then ``attention`` of q over each sequence's keys and values
+        (cache rows ``read_slots``). Returns ``[T, Hq, Dv]``."""
+        t, hkv, d = k.shape
+        dv = v.shape[2]
+        if plan.inv_freq is not None:
+            q = self.rope(q, plan.positions, plan.inv_freq, plan.rope_style, plan.rope_scale)
+            k = self.rope(k, plan.positions, plan.inv_freq, plan.rope_style, plan.rope_scale)
+        self.scatter_rows(k_cache, plan.write_slots, self.view(k, (t, hkv * d)))
+        self.scatter_rows(v_cache, plan.write_slots, self.view(v, (t, hkv * dv)))
+        if plan.read_slots is None:
+            keys, values = k, v
+        else:
+            n = int(plan.cu_seqlens_k[-1])
+            keys = self.view(self.take_rows(k_cache, plan.read_slots), (n, hkv, d))
+            values = self.view(self.take_rows(v_cache, plan.read_slots), (n, hkv, dv))
+        return self.attention(q, keys, values, plan.cu_seqlens_q, plan.cu_seqlens_k, scale, True, window)
+
+
+class KVAttentionPlan:
+    """``Backend.kv_attention_plan``'s arguments; a backend may subclass it to keep more."""
+
+    __slots__ = ("positions", "cu_seqlens_q", "cu_seqlens_k", "write_slots", "read_slots", "inv_freq",
+                 "rope_style", "rope_scale")
+
+    def __init__(self, positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq=None,
+                 rope_style="neox", rope_scale=1.0):
+        self.positions, self.cu_seqlens_q, self.cu_seqlens_k = positions, cu_seqlens_q, cu_seqlens_k
+        self.write_slots, self.read_slots = write_slots, read_slots
+        self.inv_freq, self.rope_style, self.rope_scale = inv_freq, rope_style, rope_scale

@@ -131,13 +131,25 @@ class AttentionBatch:
     frequencies, packed-sequence offsets and the KV-cache slots to write and to read."""
 
     __slots__ = ("n_tokens", "positions", "inv_freq", "rope_scale", "cu_seqlens_q", "cu_seqlens_k",
-                 "n_keys", "write_slots", "read_slots", "pool")
+                 "n_keys", "write_slots", "read_slots", "pool", "_plans")
 
     def __init__(self, n_tokens, positions, inv_freq, rope_scale, cu_seqlens_q, cu_seqlens_k, n_keys,
                  write_slots, read_slots, pool):
         self.n_tokens, self.positions, self.inv_freq, self.rope_scale = n_tokens, positions, inv_freq, rope_scale
         self.cu_seqlens_q, self.cu_seqlens_k, self.n_keys = cu_seqlens_q, cu_seqlens_k, n_keys
         self.write_slots, self.read_slots, self.pool = write_slots, read_slots, pool
+        self._plans = {}
+
+    def plan(self, rope_style: str | None):
+        """The backend's ``kv_attention_plan`` for layers rotating in ``rope_style`` (None: no
+        RoPE), made once per forward pass and shared by those layers."""
+        plan = self._plans.get(rope_style)
+        if plan is None:
+            rope = rope_style is not None and self.inv_freq is not None
+            plan = self._plans[rope_style] = self.pool.backend.kv_attention_plan(
+                self.positions, self.cu_seqlens_q, self.cu_seqlens_k, self.write_slots, self.read_slots,
+                self.inv_freq if rope else None, rope_style or "neox", self.rope_scale)
+        return plan
 
 
 class Attention:
@@ -172,34 +184,21 @@ class Attention:
         self.style = rotary.style if rotary is not None else None
         self.window = window
         self.scale = float(head_dim ** -0.5 if scale is None else scale)
-        b = backend
-        self._view, self._rope, self._attention = b.view, b.rope, b.attention
-        self._scatter, self._take = b.scatter_rows, b.take_rows
+        self._view, self._kv_attention = backend.view, backend.kv_attention
 
     def __call__(self, x, batch: AttentionBatch):
         t, hq, hkv, d = batch.n_tokens, self.num_heads, self.num_kv_heads, self.head_dim
         view = self._view
         q, k, v = self.qkv(x)
-        q, k = view(q, (t, hq, d)), view(k, (t, hkv, d))
+        q, k, v = view(q, (t, hq, d)), view(k, (t, hkv, d)), view(v, (t, hkv, d))
         if self.q_norm is not None:
             q = self.q_norm(q)
         if self.k_norm is not None:
             k = self.k_norm(k)
-        if self.rotary is not None:
-            q = self._rope(q, batch.positions, batch.inv_freq, self.style, batch.rope_scale)
-            k = self._rope(k, batch.positions, batch.inv_freq, self.style, batch.rope_scale)
         pool, layer = batch.pool, self.layer
-        k_rows = view(k, (t, self.kv_width))
-        self._scatter(pool.k[layer], batch.write_slots, k_rows)
-        self._scatter(pool.v[layer], batch.write_slots, v)
-        if batch.read_slots is None:  # every sequence starts here: its keys are the new ones
-            keys, values = k, view(v, (t, hkv, d))
-        else:
-            n = batch.n_keys
-            keys = view(self._take(pool.k[layer], batch.read_slots), (n, hkv, d))
-            values = view(self._take(pool.v[layer], batch.read_slots), (n, hkv, d))
-        ctx = self._attention(q, keys, values, batch.cu_seqlens_q, batch.cu_seqlens_k, self.scale,
-                              True, self.window)
+        # RoPE, the KV-cache write and read, and attention: one backend op (one kernel in a decode step)
+        ctx = self._kv_attention(q, k, v, pool.k[layer], pool.v[layer], batch.plan(self.style), self.scale,
+                                 self.window)
         return self.o(view(ctx, (t, hq * d)))
 
 

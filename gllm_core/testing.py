@@ -191,6 +191,37 @@ def _attention(lengths_q, lengths_k, hq, hkv, d, causal, window=None):
     return Case(tag, run)
 
 
+def _kv_attention(history, new, hq, hkv, d, rope=None, window=None):
+    """``kv_attention``: sequences with ``history[i]`` cached tokens (random pool slots) take
+    ``new[i]`` tokens; ``rope`` is None or (rotated dims, style, scale)."""
+    def run(b, rng):
+        slots = sum(history) + sum(new) + 3
+        perm = rng.permutation(slots).astype(np.int32)
+        seq_slots, at = [], 0
+        for h, n in zip(history, new):
+            seq_slots.append(perm[at:at + h + n])
+            at += h + n
+        kc, vc = b.zeros((slots, hkv * d)), b.zeros((slots, hkv * d))
+        past = np.concatenate([s[:h] for s, h in zip(seq_slots, history)])
+        if past.size:
+            b.scatter_rows(kc, past, b.upload(_acts(rng, past.size, hkv * d)))
+            b.scatter_rows(vc, past, b.upload(_acts(rng, past.size, hkv * d)))
+        write = np.concatenate([s[h:] for s, h in zip(seq_slots, history)])
+        read = np.concatenate(seq_slots) if any(history) else None
+        positions = np.concatenate([np.arange(h, h + n, dtype=np.int32) for h, n in zip(history, new)])
+        inv_freq, style, scale = None, "neox", 1.0
+        if rope is not None:
+            rot, style, scale = rope
+            inv_freq = (1.0 / 10000 ** (np.arange(0, rot, 2, dtype=np.float32) / rot)).astype(np.float32)
+        plan = b.kv_attention_plan(positions, _cu(new), _cu([h + n for h, n in zip(history, new)]), write, read,
+                                   inv_freq, style, scale)
+        t = sum(new)
+        q, k, v = (b.upload(_acts(rng, t, h, d)) for h in (hq, hkv, hkv))
+        out = b.kv_attention(q, k, v, kc, vc, plan, 1.0 / np.sqrt(d), window)
+        return b.download(out), b.download(kc), b.download(vc)
+    return Case(f"kv_attention-hist{history}-new{new}-h{hq}/{hkv}-d{d}-rope{rope}-win{window}", run, atol=2e-4)
+
+
 def conformance_cases() -> list[Case]:
     cases = []
     for dtype in ("f32", "f16", "bf16"):
@@ -213,6 +244,13 @@ def conformance_cases() -> list[Case]:
         _attention([300], [300], 2, 1, 8, True),  # longer than one key block
         _attention([9], [9], 2, 2, 8, True, window=3),
         _attention([2, 3], [2, 3], 3, 3, 5, False),
+    ]
+    cases += [
+        _kv_attention([16, 0, 40], [1, 1, 2], 6, 2, 16, (16, "neox", 1.0)),  # decode steps
+        _kv_attention([0, 0], [5, 3], 4, 4, 8, (8, "neox", 1.0)),  # prompts: keys are the new tokens
+        _kv_attention([7, 150], [1, 1], 3, 1, 10, (6, "interleaved", 1.1), window=20),
+        _kv_attention([5, 9], [1, 2], 4, 2, 8),  # no rotary
+        _kv_attention([4, 0], [9, 1], 4, 2, 12, (12, "neox", 1.0), window=5),  # a chunk after a cache
     ]
     return cases
 

@@ -19,7 +19,8 @@ import weakref
 import numba
 import numpy as np
 
-from gllm_core.backends.numpy_backend import NumpyBackend
+from gllm_core.backend import KVAttentionPlan
+from gllm_core.backends.numpy_backend import NumpyBackend, NumpyMatrix
 from gllm_core.errors import BadRequestError
 from gllm_core.weights import WeightMatrix, WeightVector
 
@@ -41,8 +42,13 @@ FEW_TOKENS = 16
 FEW_TOKENS_PACKED = 2
 PACK_ELEMENTS = 1 << 22  # weights packed (16-bit decoded) per call for the GEMM: 16 MB at a time
 PACKED_CACHE_MB = 1024  # f32 weights kept as GEMM panels, per backend, up to this much
+# below this much work (elements touched; for attention, multiply-adds) an op runs its kernel's
+# serial twin (kernels.twin): waking the thread pool costs more than the work
+SERIAL_WORK = 1 << 15
+SERIAL_ATTENTION = 1 << 19
 _EMPTY = np.zeros(0, dtype=F32)
 _EMPTY2 = np.zeros((0, 0), dtype=F32)
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 _local = threading.local()
 
 
@@ -66,16 +72,16 @@ def _act_code(kind) -> int:
                               f"{', '.join(k for k in ACT_CODES if k)} or None") from None
 
 
-class CpuMatrix:
+class CpuMatrix(NumpyMatrix):
     """A prepared weight matrix: stored data used in place (16-bit kept as its uint16 bits).
 
-    Duck-types the numpy backend's NumpyMatrix (``weight``, ``f32``, ``shape``, ``dense``) so
-    ops inherited from the numpy reference keep working on it."""
+    A NumpyMatrix (``weight``, ``f32``, ``shape``, ``dense``), so ops inherited from the numpy
+    reference keep working on it."""
 
-    __slots__ = ("weight", "kind", "data", "f32", "qlinear", "packed", "__weakref__")
+    __slots__ = ("kind", "data", "qlinear", "packed", "__weakref__")
 
     def __init__(self, weight: WeightMatrix):
-        self.weight = weight
+        super().__init__(weight)
         # GGML block-quantized weights with a fused kernel (gllm_backend_cpu.quant); else None
         self.qlinear = _quant.quant_linear_for(weight)
         if weight.quant is not None:
@@ -84,17 +90,40 @@ class CpuMatrix:
             self.kind, self.data = "f32", weight.data
         else:  # f16 / bf16: the raw bits, read by the kernels
             self.kind, self.data = weight.dtype, np.asarray(weight.data).view(np.uint16)
-        self.f32 = weight.data if self.kind == "f32" else None
+        if self.kind != "f32":
+            self.f32 = None
         self.packed = None  # f32 weights: GEMM panels, made on first use within the cache budget
 
-    @property
-    def shape(self):
-        return self.weight.shape
 
-    def dense(self, rows=slice(None)) -> np.ndarray:
-        if self.f32 is not None:
-            return np.asarray(self.f32[rows])
-        return self.weight.dense(rows)
+class CpuAttentionPlan(KVAttentionPlan):
+    """A ``kv_attention_plan`` checked once per forward pass: host arrays in the kernels' types,
+    the attention task table per head layout, and whether the step fuses into one kernel."""
+
+    __slots__ = ("tokens", "fused", "rows", "interleaved", "freqs", "max_slot", "work", "_tasks")
+
+    def task_table(self, kv_heads: int, group: int) -> np.ndarray:
+        tasks = self._tasks.get((kv_heads, group))
+        if tasks is None:
+            tasks = self._tasks[(kv_heads, group)] = _attn.make_tasks(self.cu_seqlens_q, kv_heads, group)
+        return tasks
+
+
+def _serial_below(kernel, work: int):
+    """The kernel's serial twin for less than ``SERIAL_WORK`` elements of work, else the kernel."""
+    return kernel.serial if work < SERIAL_WORK else kernel
+
+
+def _run_tasks(kernel, work: int, *args) -> None:
+    """An attention kernel: serial below ``SERIAL_ATTENTION`` multiply-adds; else parallel, its
+    tasks handed out one by one (they differ in cost)."""
+    if work < SERIAL_ATTENTION:
+        kernel.serial(*args)
+        return
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
 
 
 class NumbaBackend(NumpyBackend):
@@ -136,6 +165,8 @@ class NumbaBackend(NumpyBackend):
 
     # -- shape ---------------------------------------------------------------------------------
     def view(self, x, shape):
+        if type(x) is np.ndarray and x.flags.c_contiguous:  # the common case: never a copy
+            return x.reshape(shape)
         try:
             return np.reshape(x, tuple(shape), copy=False)  # numpy >= 2.1: never a silent copy
         except TypeError:  # older numpy has no copy= argument
@@ -146,12 +177,18 @@ class NumbaBackend(NumpyBackend):
         sizes = [int(s) for s in sizes]
         if x.ndim != 2 or sum(sizes) != x.shape[1] or min(sizes, default=0) < 0:
             raise BadRequestError(f"split: sizes {sizes} do not add up to the last axis of {x.shape}")
+        rows = x.shape[0]
+        if rows == 1:  # one row (a decode step): its column blocks are already contiguous
+            parts, c0 = [], 0
+            for size in sizes:
+                parts.append(x[:, c0:c0 + size])
+                c0 += size
+            return parts
         self._use_threads()
         offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        rows = x.shape[0]
         flat = np.empty(rows * x.shape[1], dtype=F32)
-        _ew.split_columns(x, offsets, flat)
+        _serial_below(_ew.split_columns, x.size)(x, offsets, flat)
         return [flat[rows * offsets[p]:rows * offsets[p + 1]].reshape(rows, sizes[p]) for p in range(len(sizes))]
 
     def take_rows(self, x, rows):
@@ -166,7 +203,7 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         flat = x.reshape(n, -1)
         out = np.empty((rows.shape[0], flat.shape[1]), dtype=F32)
-        _ew.gather_rows_f32(flat, rows, out)
+        _serial_below(_ew.gather_rows_f32, out.size)(flat, rows, out)
         return out.reshape((rows.shape[0],) + x.shape[1:])
 
     def zeros(self, shape):
@@ -184,7 +221,7 @@ class NumbaBackend(NumpyBackend):
         if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
             raise BadRequestError(f"scatter_rows: row index out of range for {n} rows")
         self._use_threads()
-        _ew.scatter_rows(table, rows, src, bool(accumulate))
+        _serial_below(_ew.scatter_rows, src.size)(table, rows, src, bool(accumulate))
 
     # -- math ----------------------------------------------------------------------------------
     def linear(self, x, w: CpuMatrix, bias=None, activation=None):
@@ -259,9 +296,9 @@ class NumbaBackend(NumpyBackend):
         out = np.empty((ids.shape[0], dim), dtype=F32)
         rows = ids.astype(np.int64)  # the index type take_rows uses too: one compiled kernel
         if table.kind == "f32":
-            _ew.gather_rows_f32(table.data, rows, out)
+            _serial_below(_ew.gather_rows_f32, out.size)(table.data, rows, out)
         else:
-            _ew.gather_rows_16(table.data, table.kind == "bf16", rows, out)
+            _serial_below(_ew.gather_rows_16, out.size)(table.data, table.kind == "bf16", rows, out)
         return out
 
     def add(self, a, b):
@@ -269,9 +306,9 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         out = np.empty(a.shape, dtype=F32)
         if b.shape == a.shape:
-            _ew.add_flat(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+            _serial_below(_ew.add_flat, a.size)(a.reshape(-1), b.reshape(-1), out.reshape(-1))
         elif b.ndim == 1 and a.ndim >= 1 and b.shape[0] == a.shape[-1]:
-            _ew.add_row_vector(_rows(a), b, _rows(out))
+            _serial_below(_ew.add_row_vector, a.size)(_rows(a), b, _rows(out))
         else:
             return np.add(a, b, dtype=F32)
         return out
@@ -281,11 +318,11 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         out = np.empty(a.shape, dtype=F32)
         if b.shape == a.shape:
-            _ew.mul_flat(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+            _serial_below(_ew.mul_flat, a.size)(a.reshape(-1), b.reshape(-1), out.reshape(-1))
         elif b.ndim == 1 and a.ndim >= 1 and b.shape[0] == a.shape[-1]:
-            _ew.mul_row_vector(_rows(a), b, _rows(out))
+            _serial_below(_ew.mul_row_vector, a.size)(_rows(a), b, _rows(out))
         elif a.ndim == 2 and b.shape == (a.shape[0], 1):
-            _ew.mul_column(a, b.reshape(-1), out)
+            _serial_below(_ew.mul_column, a.size)(a, b.reshape(-1), out)
         else:
             return np.multiply(a, b, dtype=F32)
         return out
@@ -297,7 +334,7 @@ class NumbaBackend(NumpyBackend):
             return super().activation(x, kind)
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
-        _ew.bias_activation(_rows(x), _EMPTY, act, _rows(out))
+        _serial_below(_ew.bias_activation, x.size)(_rows(x), _EMPTY, act, _rows(out))
         return out
 
     def silu_mul(self, gate, up):
@@ -306,7 +343,7 @@ class NumbaBackend(NumpyBackend):
             raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
         self._use_threads()
         out = np.empty(gate.shape, dtype=F32)
-        _ew.silu_mul(_rows(gate), _rows(up), _rows(out))
+        _serial_below(_ew.silu_mul, gate.size)(_rows(gate), _rows(up), _rows(out))
         return out
 
     def layer_norm(self, x, weight, bias, eps, residual=None):
@@ -316,14 +353,14 @@ class NumbaBackend(NumpyBackend):
             raise BadRequestError(f"layer_norm: residual {np.shape(residual)} does not match {x.shape}")
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
-        _norms.layer_norm_rows(_rows(x), res, weight, _EMPTY if bias is None else bias, float(eps), _rows(out))
+        _serial_below(_norms.layer_norm_rows, x.size)(_rows(x), res, weight, _EMPTY if bias is None else bias, float(eps), _rows(out))
         return out
 
     def rms_norm(self, x, weight, eps):
         x = _f32(x)
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
-        _norms.rms_norm_rows(_rows(x), _EMPTY2, weight, float(eps), _rows(out), _EMPTY2)
+        _serial_below(_norms.rms_norm_rows, x.size)(_rows(x), _EMPTY2, weight, float(eps), _rows(out), _EMPTY2)
         return out
 
     def add_rms_norm(self, x, residual, weight, eps):
@@ -333,7 +370,7 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
         hidden = np.empty(x.shape, dtype=F32)
-        _norms.rms_norm_rows(_rows(x), _rows(residual), weight, float(eps), _rows(out), _rows(hidden))
+        _serial_below(_norms.rms_norm_rows, x.size)(_rows(x), _rows(residual), weight, float(eps), _rows(out), _rows(hidden))
         return out, hidden
 
     def rope(self, x, positions, inv_freq, style="neox", scale=1.0):
@@ -347,7 +384,7 @@ class NumbaBackend(NumpyBackend):
                                   f"{inv_freq.shape[0]} frequencies do not fit together")
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
-        _rope.rope_rows(x, positions, inv_freq, style == "interleaved", float(scale), out)
+        _serial_below(_rope.rope_rows, x.size)(x, positions, inv_freq, style == "interleaved", float(scale), out)
         return out
 
     def attention(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale, causal=False, window=None):
@@ -374,12 +411,72 @@ class NumbaBackend(NumpyBackend):
         else:  # decode steps read k as it is
             kt = np.empty((k.shape[1], k.shape[2], 0), dtype=F32)
         tasks = _attn.make_tasks(cu_q, k.shape[1], group)
-        previous = numba.set_parallel_chunksize(1)  # tasks differ in cost: hand them out one by one
-        try:
-            _attn.attention_blocks(q, k, kt, v, cu_q, cu_k, tasks, np.float32(scale), bool(causal),
-                                   0 if window is None else int(window), out)
-        finally:
-            numba.set_parallel_chunksize(previous)
+        work = int((np.diff(cu_q) * np.diff(cu_k)).sum()) * q.shape[1] * q.shape[2]
+        _run_tasks(_attn.attention_blocks, work, q, k, kt, v, _NO_ROWS, cu_q, cu_k, tasks, np.float32(scale),
+                   bool(causal), 0 if window is None else int(window), out)
+        return out
+
+    def kv_attention_plan(self, positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq=None,
+                          rope_style="neox", rope_scale=1.0):
+        if rope_style not in ("neox", "interleaved"):
+            raise BadRequestError(f"unknown rope style {rope_style!r} (expected 'neox' or 'interleaved')")
+        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=np.int64).reshape(-1)
+        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=np.int64).reshape(-1)
+        positions = np.ascontiguousarray(positions, dtype=np.int64).reshape(-1)
+        write = np.ascontiguousarray(write_slots, dtype=np.int64).reshape(-1)
+        read = None if read_slots is None else np.ascontiguousarray(read_slots, dtype=np.int64).reshape(-1)
+        tokens = int(cu_q[-1]) if cu_q.size else -1
+        lq, lk = np.diff(cu_q), np.diff(cu_k)
+        if (cu_q.size < 2 or cu_q.shape != cu_k.shape or cu_q[0] != 0 or cu_k[0] != 0 or np.any(lq < 0)
+                or np.any(lk < lq) or positions.shape[0] != tokens or write.shape[0] != tokens
+                or (read is None and not np.array_equal(cu_q, cu_k))
+                or (read is not None and read.shape[0] != cu_k[-1])):
+            raise BadRequestError("kv_attention_plan: positions, cu_seqlens and cache slots do not describe "
+                                  "the same packed sequences")
+        rows = write if read is None else read
+        if write.size and (int(write.min()) < 0 or (rows.size and int(rows.min()) < 0)):
+            raise BadRequestError("kv_attention_plan: negative KV-cache slot")
+        freqs = _EMPTY if inv_freq is None else _f32(inv_freq).reshape(-1)
+        plan = CpuAttentionPlan(positions, cu_q, cu_k, write, read, inv_freq, rope_style, rope_scale)
+        plan.tokens, plan.rows, plan.freqs = tokens, rows, freqs
+        plan.interleaved = rope_style == "interleaved"
+        plan.max_slot = max(int(write.max()) if write.size else -1, int(rows.max()) if rows.size else -1)
+        plan.work = int((lq * lk).sum())  # (query, key) pairs
+        # a few query positions per sequence (decode steps): never the tiled path, so one kernel
+        plan.fused = tokens > 0 and int(lq.max()) < _attn.TILED_ROWS
+        plan._tasks = {}
+        return plan
+
+    def kv_attention(self, q, k, v, k_cache, v_cache, plan, scale, window=None):
+        if not isinstance(plan, CpuAttentionPlan) or not plan.fused:
+            return super().kv_attention(q, k, v, k_cache, v_cache, plan, scale, window)
+        q, k, v = _f32(q), _f32(k), _f32(v)
+        t = plan.tokens
+        if (q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or q.shape[0] != t or k.shape[0] != t
+                or v.shape[:2] != k.shape[:2] or q.shape[2] != k.shape[2]):
+            raise BadRequestError(f"kv_attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                                  f"together and {t} tokens")
+        hq, hkv, d, dv = q.shape[1], k.shape[1], k.shape[2], v.shape[2]
+        if hkv == 0 or hq % hkv:
+            raise BadRequestError(f"kv_attention: {hq} query heads are not a multiple of {hkv} KV heads")
+        for name, cache, width in (("k_cache", k_cache, hkv * d), ("v_cache", v_cache, hkv * dv)):
+            if (not isinstance(cache, np.ndarray) or cache.dtype != F32 or not cache.flags.c_contiguous
+                    or cache.ndim != 2 or cache.shape[1] != width or cache.shape[0] <= plan.max_slot):
+                raise BadRequestError(f"kv_attention: {name} must be a float32 [slots, {width}] array of "
+                                      f"this backend with a row for every slot (up to {plan.max_slot})")
+        if 2 * plan.freqs.shape[0] > d:
+            raise BadRequestError(f"kv_attention: {plan.freqs.shape[0]} rotary frequencies for heads of {d}")
+        if window is not None and int(window) < 1:
+            raise BadRequestError(f"kv_attention: window must be at least 1, got {window!r}")
+        self._use_threads()
+        kc = k_cache.reshape(k_cache.shape[0], hkv, d)
+        vc = v_cache.reshape(v_cache.shape[0], hkv, dv)
+        qr = np.empty(q.shape, dtype=F32)
+        out = np.empty((t, hq, dv), dtype=F32)
+        _run_tasks(_attn.rope_store_attend, plan.work * hq * d, q, k, v, plan.positions, plan.freqs,
+                   plan.interleaved, float(plan.rope_scale), kc, vc, plan.write_slots, plan.rows,
+                   plan.cu_seqlens_q, plan.cu_seqlens_k, plan.task_table(hkv, hq // hkv), np.float32(scale),
+                   0 if window is None else int(window), qr, out)
         return out
 
     def softmax(self, x):
@@ -387,7 +484,7 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
         if x.size:
-            _ew.softmax_rows(_rows(x), _rows(out))
+            _serial_below(_ew.softmax_rows, x.size)(_rows(x), _rows(out))
         return out
 
     def top_k(self, x, k):
@@ -399,5 +496,5 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         values = np.empty((rows.shape[0], k), dtype=F32)
         indices = np.empty((rows.shape[0], k), dtype=np.int32)
-        _ew.top_k_rows(rows, k, values, indices)
+        _serial_below(_ew.top_k_rows, rows.size)(rows, k, values, indices)
         return values.reshape(x.shape[:-1] + (k,)), indices.reshape(x.shape[:-1] + (k,))

@@ -13,10 +13,11 @@ from numba import prange
 
 from .scalar import (ACT_GELU, ACT_GELU_TANH, ACT_RELU, ACT_SILU, bf16_to_f32, exp32, f16_to_f32,
                      gelu32, gelu_tanh32, maxnum32, silu32)
+from .twin import twins
 
-PARALLEL = dict(parallel=True, cache=True, error_model="numpy")
+OPTS = dict(cache=True, error_model="numpy")
 # reassociation lets LLVM vectorise float sums; no nnan/ninf: masked -inf values must stay exact
-SUMS = dict(PARALLEL, fastmath={"reassoc", "contract"})
+SUMS = dict(OPTS, fastmath={"reassoc", "contract"})
 
 CHUNK = 16384  # elements per parallel task in flat loops
 
@@ -31,7 +32,7 @@ def row_max(x, lo, hi):
     return m
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def add_flat(a, b, out):
     n = a.shape[0]
     for c in prange((n + CHUNK - 1) // CHUNK):
@@ -42,7 +43,7 @@ def add_flat(a, b, out):
             ov[i] = av[i] + bv[i]
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def mul_flat(a, b, out):
     n = a.shape[0]
     for c in prange((n + CHUNK - 1) // CHUNK):
@@ -53,7 +54,7 @@ def mul_flat(a, b, out):
             ov[i] = av[i] * bv[i]
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def add_row_vector(a, vec, out):
     for i in prange(a.shape[0]):
         ar, orow = a[i], out[i]
@@ -61,7 +62,7 @@ def add_row_vector(a, vec, out):
             orow[j] = ar[j] + vec[j]
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def mul_row_vector(a, vec, out):
     for i in prange(a.shape[0]):
         ar, orow = a[i], out[i]
@@ -69,7 +70,7 @@ def mul_row_vector(a, vec, out):
             orow[j] = ar[j] * vec[j]
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def mul_column(a, col, out):
     for i in prange(a.shape[0]):
         c = col[i]
@@ -78,7 +79,7 @@ def mul_column(a, col, out):
             orow[j] = ar[j] * c
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def bias_activation(x, bias, act, y):
     """``y = act(x + bias)`` (``y`` may be ``x``); an empty ``bias`` means none. The branches
     sit outside the inner loops so each loop vectorises."""
@@ -106,7 +107,7 @@ def bias_activation(x, bias, act, y):
                 yr[j] = silu32(yr[j])
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def silu_mul(gate, up, out):
     for i in prange(gate.shape[0]):
         g, u, o = gate[i], up[i], out[i]
@@ -114,7 +115,7 @@ def silu_mul(gate, up, out):
             o[j] = silu32(g[j]) * u[j]
 
 
-@numba.njit(**SUMS)
+@twins(**SUMS)
 def softmax_rows(x, out):
     rows, cols = x.shape
     for i in prange(rows):
@@ -130,7 +131,7 @@ def softmax_rows(x, out):
             o[j] *= inv
 
 
-@numba.njit(parallel=True, cache=True)
+@twins(cache=True)
 def top_k_rows(x, k, values, indices):
     """k largest per row, descending; among equal values the lower index comes first."""
     rows, cols = x.shape
@@ -160,7 +161,7 @@ def top_k_rows(x, k, values, indices):
                 n += 1
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def gather_rows_f32(table, ids, out):
     for t in prange(ids.shape[0]):
         src, dst = table[ids[t]], out[t]
@@ -168,7 +169,7 @@ def gather_rows_f32(table, ids, out):
             dst[j] = src[j]
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def gather_rows_16(table, bf16, ids, out):
     """Rows of a 16-bit table (uint16 bits of f16, or of bf16 when ``bf16``) as float32."""
     for t in prange(ids.shape[0]):
@@ -181,7 +182,7 @@ def gather_rows_16(table, bf16, ids, out):
                 dst[j] = f16_to_f32(src[j])
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def split_columns(x, offsets, out):
     """Column blocks of ``x [T, C]`` into one flat buffer: block p (columns offsets[p]:offsets[p+1])
     becomes the contiguous ``[T, size_p]`` array at ``out[T * offsets[p]:]``."""
@@ -197,7 +198,7 @@ def split_columns(x, offsets, out):
                 dst[j] = src[j]
 
 
-@numba.njit(**PARALLEL)
+@twins(**OPTS)
 def scatter_rows(dst, rows, src, accumulate):
     """``dst[rows[t]] = src[t]`` (or ``+=``); rows are distinct, so tasks never collide."""
     for t in prange(rows.shape[0]):

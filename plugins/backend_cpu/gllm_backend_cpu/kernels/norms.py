@@ -7,10 +7,12 @@ import math
 import numba
 from numba import prange
 
-SUMS = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+from .twin import twins
+
+SUMS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
 
-@numba.njit(**SUMS)
+@twins(**SUMS)
 def layer_norm_rows(x, residual, weight, bias, eps, out):
     """``out = LayerNorm(x + residual)``; an empty ``residual`` / ``bias`` (shape[0] == 0) means none."""
     rows, cols = x.shape
@@ -44,7 +46,7 @@ def layer_norm_rows(x, residual, weight, bias, eps, out):
                 o[j] = numba.float32((o[j] - mean) * inv) * weight[j]
 
 
-@numba.njit(**SUMS)
+@twins(**SUMS)
 def rms_norm_rows(x, residual, weight, eps, out, hidden):
     """``hidden = x + residual`` (when ``residual`` is not empty), ``out = RMSNorm(hidden)``."""
     rows, cols = x.shape
