@@ -445,7 +445,8 @@ def bench_gemv(backend, cfg, mats, rng):
     t8 = [(32, 4, 2, 1, False), (32, 4, 2, 2, False), (32, 4, 4, 1, False), (32, 4, 1, 2, False),
           (32, 4, 1, 4, False), (64, 4, 2, 1, False)]
     saved = (backend.gemv_lanes, backend.gemv_warps, dict(backend.gemv_rpt), dict(backend.gemv_unroll),
-             backend.gemv_vload)
+             backend.gemv_vload, backend.gemv_shape1)
+    backend.gemv_shape1 = None
     for t, variants in ((1, t1), (8, t8)):
         x = {c: backend.upload(rng.standard_normal((t, c)).astype(np.float32)) for c in (h, f)}
         for lanes, warps, rpt, unroll, vload in variants:
@@ -465,7 +466,8 @@ def bench_gemv(backend, cfg, mats, rng):
                 row.append(f"{name} {nb / dt / 1e9:5.0f}")
             log(f"  T={t} {lanes}x{warps} rpt{rpt} u{unroll} {'vload' if vload else 'bits '}: " + " ".join(row)
                 + f" | model {total_b / total_t / 1e9:5.0f} GB/s")
-    (backend.gemv_lanes, backend.gemv_warps, backend.gemv_rpt, backend.gemv_unroll, backend.gemv_vload) = saved
+    (backend.gemv_lanes, backend.gemv_warps, backend.gemv_rpt, backend.gemv_unroll, backend.gemv_vload,
+     backend.gemv_shape1) = saved
     backend._gemv_kernels.clear()
     for m in mats.values():
         m.launch.clear()
