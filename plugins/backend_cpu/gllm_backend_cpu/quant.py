@@ -10,20 +10,24 @@ model). Each call quantizes the activations to int8 as llama.cpp's CPU backend d
     q4_K, q5_K, q6_K · q8_K   sum_b  d_x (d_w sc_g sum_j q_w q_x  -  dmin_w mn_g bsum_g)
 
 which are llama.cpp's numbers up to the order of the float32 additions (the integer sums are
-exact). A few tokens (decoding, up to ``FEW_TOKENS``) take the integer-SIMD kernels of
-kernels/qdot.py (int8 activations, per-block integer dot products, each weight block unpacked
-once for up to 8 tokens, rows split between threads); more tokens (prompts) dequantize a tile of rows at a time into scratch and multiply
+exact). Up to ``FEW_TOKENS`` tokens (decoding and prompts) take the integer-SIMD kernels
+of kernels/qdot.py (int8 activations, per-block integer dot products, each weight block unpacked
+once for up to 8 tokens, rows split between threads); more tokens dequantize a tile of rows at a time into scratch and multiply
 it with the quantized-then-rescaled activations through BLAS, then add the ``s_x`` rounding
 correction of the q8_1 types, so a prompt gets the same sums at GEMM speed.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 from numba import prange
 
-from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, native_isa, qdot  # noqa: F401
+from .kernels import qdot as _qdot
+from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, biased, native_isa, qdot  # noqa: F401
 from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
 
 _OPTS = dict(parallel=True, cache=True, error_model="numpy", boundscheck=False,
@@ -34,9 +38,13 @@ F32 = np.float32
 f32 = numba.float32
 U8 = np.uint8
 U64 = numba.uint64
-FEW_TOKENS = 16  # up to this many tokens the integer kernels run; more go through BLAS tiles
+# up to this many tokens the integer kernels run, more go through BLAS tiles: measured on the real
+# Qwen2.5-0.5B layer shapes (2 threads, a loaded Zen 4), the integer kernels were as fast or faster
+# at every count tried (16 to 512 tokens: 0.015-0.045 ns per weight and token; the tiles 0.03-2)
+FEW_TOKENS = 512
 TILE_ELEMENTS = 1 << 20  # weights dequantized per BLAS tile (4 MB of float32 scratch)
 ROWS_PER_TASK = 16  # rows per parallel task of the integer kernels
+TOKENS_PER_PASS = 64  # tokens whose int8 rows stay in L2 while a task's weight rows are read
 
 # activation formats
 Q8_0, Q8_1, Q8_K = 0, 1, 2
@@ -189,13 +197,21 @@ def _finish(value, t, r, bias, act, out):
 # kernels/qdot.py holds the block dot products (LLVM IR, integer SIMD); here the rows are split
 # between threads and each pass over a row serves up to 8 tokens (one unpack of its blocks).
 
+# numba's cache knows this file's changes, not those of kernels/qdot.py, whose IR the kernels
+# inline: a digest of qdot.py is a closure value of every kernel, so that it is part of the key
+_QDOT_DIGEST = int.from_bytes(hashlib.sha256(Path(_qdot.__file__).read_bytes()).digest()[:7], "little")
+
+
 def _make_gemv(kind):
     """``act(x @ W.T + b)`` for the int8 activations of a few tokens, weights of one kind
     (qdot.KIND_NAMES; a constant here, as qdot needs)."""
     block = 256 if kind >= 5 else 32
+    digest = _QDOT_DIGEST
 
     @numba.njit(**_OPTS)
     def gemv_q(w, isa, xq, xd, xs, xb, bias, act, out):
+        if digest < 0:  # never: it only keys the cache
+            return
         rows = w.shape[0]
         T, n = xq.shape
         nb = n // block
@@ -204,13 +220,15 @@ def _make_gemv(kind):
         for c in prange(tasks):
             r0 = c * ROWS_PER_TASK
             r1 = min(rows, r0 + ROWS_PER_TASK)
-            for r in range(r0, r1):
-                t = 0
-                while t < T:
-                    left = T - t
-                    nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
-                    qdot(kind, isa, nt, w, r, xq, xd, xs, xb, t, nb, out)
-                    t += nt
+            for tb in range(0, T, TOKENS_PER_PASS):  # the task's rows stay in cache across the tokens
+                te = min(T, tb + TOKENS_PER_PASS)
+                for r in range(r0, r1):
+                    t = tb
+                    while t < te:
+                        left = te - t
+                        nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+                        qdot(kind, isa, nt, w, r, xq, xd, xs, xb, t, nb, out)
+                        t += nt
             if finish:
                 for r in range(r0, r1):
                     for t in range(T):
@@ -377,7 +395,11 @@ class QuantLinear:
         out = np.empty((T, rows), dtype=F32)
         b = empty_bias if bias is None else bias
         if T <= self.few_tokens:
-            GEMV[self.qkind](self.data, self.isa, qs, d, s, sums if self.family == "k" else _NO_SUMS,
+            if biased(self.qkind, self.isa):
+                np.bitwise_xor(qs.view(U8), U8(0x80), out=qs.view(U8))
+            dt = np.ascontiguousarray(d.T)  # (blocks, T): the kernels load a block's scales as a vector
+            st = np.ascontiguousarray(s.T) if self.fmt == Q8_1 else dt
+            GEMV[self.qkind](self.data, self.isa, qs, dt, st, sums if self.family == "k" else _NO_SUMS,
                    b, act, out)
             return out
         xr = np.empty(qs.shape, dtype=F32)

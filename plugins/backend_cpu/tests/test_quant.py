@@ -113,6 +113,9 @@ def test_quant_linear_matches_the_reference(name, tokens):
     out = kernel(x, bias, 0, np.zeros(0, np.float32))
     expected, scale = _expected(w, deq, x, kernel.fmt, bias)
     assert np.max(np.abs(out - expected) / scale) < 1e-6
+    if tokens > 1:  # and the dequantized BLAS tiles (used past FEW_TOKENS)
+        tiles = Q.QuantLinear(w, few_tokens=0)(x, bias, 0, np.zeros(0, np.float32))
+        assert np.max(np.abs(tiles - expected) / scale) < 1e-6
     # and close to the unquantized activations
     dense = x @ deq.T + bias
     assert np.max(np.abs(out - dense)) < 0.03 * np.max(np.abs(dense))

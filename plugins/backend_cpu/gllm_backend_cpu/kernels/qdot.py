@@ -23,7 +23,7 @@ Weight kinds (the block layouts of ggml-common.h):
     0 q4_0  (18 bytes)   1 q4_1 (20)   2 q5_0 (22)   3 q5_1 (24)   4 q8_0 (34)   · q8_0 / q8_1
     5 q4_K (144 bytes)   6 q5_K (176)  7 q6_K (210)                               · q8_K
 
-Activations: ``xq`` int8 (T, n); ``xd`` float32 (T, blocks) the scales; ``xs`` float32 (T, blocks)
+Activations: ``xq`` int8 (T, n) (``q + 128`` as uint8 where ``biased(kind, isa)``); ``xd`` float32 (T, blocks) the scales; ``xs`` float32 (T, blocks)
 q8_1's ``f16(d * sum q)`` (read by q4_1 / q5_1 only); ``xb`` int16 (T, n / 16) q8_K's sums of 16
 (read by the K kinds only).
 """
@@ -59,6 +59,13 @@ def _host_isa() -> int:
 
 
 HOST_ISA = _host_isa()
+
+
+def biased(kind: int, isa: int) -> bool:
+    """Whether qdot reads the activations as ``q + 128`` (uint8; the bits ``q ^ 0x80``): on the
+    VNNI path for the signed weight kinds (q4_0, q5_0, q8_0), so that vpdpbusd multiplies unsigned
+    activations with the signed weights directly, its accumulator starting at ``-128 sum w``."""
+    return min(isa, HOST_ISA) >= ISA_VNNI and kind in (0, 2, 4)
 
 
 def native_isa() -> int:
@@ -170,14 +177,14 @@ class _Emit:
         p = b.mul(b.sext(a, v16i32), b.sext(s, v16i32))
         return b.add(self.shuffle(p, p, range(0, 16, 2)), self.shuffle(p, p, range(1, 16, 2)))
 
-    def dot_us(self, u, s):
-        """Sums of 4 adjacent products of unsigned u and signed s bytes: 8 int32."""
+    def dot_us(self, u, s, acc=None):
+        """Sums of 4 adjacent products of unsigned u and signed s bytes (+ acc): 8 int32."""
         b = self.b
         if self.isa >= ISA_VNNI:
-            zero = ir.Constant(V8I32, None)
-            r = self.call("llvm.x86.avx512.vpdpbusd.256", V8I32, zero, b.bitcast(u, V8I32), b.bitcast(s, V8I32))
-            return r
-        return self.madd(self.maddubs(u, s), _splat_const(V16I16, 1))
+            start = ir.Constant(V8I32, None) if acc is None else acc
+            return self.call("llvm.x86.avx512.vpdpbusd.256", V8I32, start, b.bitcast(u, V8I32), b.bitcast(s, V8I32))
+        r = self.madd(self.maddubs(u, s), _splat_const(V16I16, 1))
+        return r if acc is None else b.add(r, acc)
 
     def sign(self, y, x):
         """y negated where x < 0, zeroed where x == 0 (vpsignb)."""
@@ -201,7 +208,7 @@ class _Emit:
         return self.b.sitofp(v, V8F32)
 
     def fma(self, a, x, acc):
-        return self.call("llvm.fmuladd.v8f32", V8F32, a, x, acc)
+        return self.call(f"llvm.fmuladd.v{acc.type.count}f32", acc.type, a, x, acc)
 
     def hsum(self, v):
         b = self.b
@@ -220,145 +227,190 @@ def _emit_row(e, kind, nt, P):
     w_row = e.ptr(P["w"], b.mul(P["r"], P["w_s0"]))
     t_index = [b.add(P["t0"], _c64(t)) for t in range(nt)]
     x_rows = [e.ptr(P["xq"], b.mul(ti, P["xq_s0"])) for ti in t_index]
-    d_rows = [e.ptr(P["xd"], b.mul(ti, P["xd_s0"])) for ti in t_index]
-    s_rows = [e.ptr(P["xs"], b.mul(ti, P["xs_s0"])) for ti in t_index]
+    vnf = ir.VectorType(f32, nt)
+    d_col = e.ptr(P["xd"], b.mul(P["t0"], _c64(4)))  # scales are (blocks, T): one vector load per block
+    s_col = e.ptr(P["xs"], b.mul(P["t0"], _c64(4)))
     bs_rows = [e.ptr(P["xb"], b.mul(ti, P["xb_s0"])) for ti in t_index]
     with_mins = kind in (1, 3)
 
+    def body(blk, acc, macc):
+        """One block (all nt tokens) added to the sums acc (and the q8_1 mins sums macc)."""
+        wb = e.ptr(w_row, b.mul(blk, _c64(size)))
+        x_off = b.mul(blk, _c64(block))          # byte offset of the block in an int8 activation row
+        dxs = e.load(d_col, b.mul(blk, P["xd_s0"]), vnf)  # the block's activation scales, nt tokens
+        new_acc, new_macc = [], None
+
+        if kind < 5:
+            dw = e.half(wb, _c64(0))
+            if kind == 4:
+                qx = e.load(wb, _c64(2), V32I8)
+            else:
+                q16 = e.load(wb, _c64((2, 4, 6, 8)[kind]), V16I8)
+                qx = e.shuffle(e.and_(q16, 15), e.and_(e.lshr(q16, 4), 15), range(32))
+                if kind in (2, 3):  # the fifth bits: bit j of the u32 qh for weight j
+                    h4 = e.load(wb, _c64(2 if kind == 2 else 4), ir.VectorType(i8, 4))
+                    hb = e.shuffle(h4, None, [j // 8 for j in range(32)])
+                    bit = b.and_(hb, _vec(V32I8, [(1 << (j % 8)) - (256 if j % 8 == 7 else 0) for j in range(32)]))
+                    unset = b.icmp_signed("==", bit, ir.Constant(V32I8, None))
+                    if kind == 2:  # (q | bit << 4) - 16 as a signed byte
+                        qx = b.or_(qx, b.select(unset, _splat_const(V32I8, -16), ir.Constant(V32I8, None)))
+                    else:
+                        qx = b.or_(qx, b.select(unset, ir.Constant(V32I8, None), _splat_const(V32I8, 16)))
+                if kind == 0:
+                    qx = b.sub(qx, _splat_const(V32I8, 8))
+            signed = kind in (0, 2, 4)
+            mw = e.half(wb, _c64(2)) if with_mins else None
+            if signed and e.isa >= ISA_VNNI:  # activations biased to q + 128: dot = sum (q+128) w - 128 sum w
+                negc = b.sub(ir.Constant(V8I32, None), e.dot_us(_splat_const(V32I8, -128), qx))
+            elif signed:
+                ax = e.sign(qx, qx)
+            dds = b.fmul(e.splat(dw, vnf), dxs)
+            if with_mins:
+                new_macc = e.fma(e.splat(mw, vnf), e.load(s_col, b.mul(blk, P["xs_s0"]), vnf), macc)
+            for t in range(nt):
+                y = e.load(x_rows[t], x_off, V32I8)
+                if signed and e.isa >= ISA_VNNI:
+                    dot = e.dot_us(y, qx, negc)
+                else:
+                    dot = e.dot_us(ax, e.sign(y, qx)) if signed else e.dot_us(qx, y)
+                dd = b.extract_element(dds, ir.Constant(i32, t))
+                new_acc.append(e.fma(e.splat(dd, V8F32), e.tofloat(dot), acc[t]))
+        elif kind in (5, 6):
+            d = e.half(wb, _c64(0))
+            dmin = e.half(wb, _c64(2))
+            u0, u1, u2 = (e.load(wb, _c64(4 + 4 * i), i32) for i in range(3))
+            k1, k2, k3 = (ir.Constant(i32, v) for v in (0x3F3F3F3F, 0x0F0F0F0F, 0x03030303))
+            s3 = b.or_(b.and_(b.lshr(u2, ir.Constant(i32, 4)), k2), b.shl(b.and_(b.lshr(u1, ir.Constant(i32, 6)), k3), ir.Constant(i32, 4)))
+            s2 = b.and_(u1, k1)
+            s1 = b.or_(b.and_(u2, k2), b.shl(b.and_(b.lshr(u0, ir.Constant(i32, 6)), k3), ir.Constant(i32, 4)))
+            s0 = b.and_(u0, k1)
+            v4 = ir.VectorType(i32, 4)
+            packed = ir.Constant(v4, ir.Undefined)
+            for i, s in enumerate((s0, s1, s2, s3)):
+                packed = b.insert_element(packed, s, ir.Constant(i32, i))
+            sm = b.zext(b.bitcast(packed, V16I8), V16I16)  # 8 scales, then 8 mins
+            scales = [e.shuffle(sm, None, [g] * 16) for g in range(8)]
+            mins = e.shuffle(sm, None, [8 + j // 2 for j in range(16)])
+            qo = 16 if kind == 5 else 48
+            groups = []
+            for k in range(4):
+                v = e.load(wb, _c64(qo + 32 * k), V32I8)
+                groups += [e.and_(v, 15), e.and_(e.lshr(v, 4), 15)]
+            if kind == 6:
+                qh = e.load(wb, _c64(16), V32I8)
+                zero = ir.Constant(V32I8, None)
+                for g in range(8):
+                    hit = b.icmp_signed("!=", e.and_(qh, (1 << g) - (256 if g == 7 else 0)), zero)
+                    groups[g] = b.or_(groups[g], b.select(hit, _splat_const(V32I8, 16), zero))
+            for t in range(nt):
+                sumi = None
+                for g in range(8):
+                    y = e.load(x_rows[t], b.add(x_off, _c64(32 * g)), V32I8)
+                    p = e.madd(e.maddubs(groups[g], y), scales[g])
+                    sumi = p if sumi is None else b.add(sumi, p)
+                bs = e.load(bs_rows[t], b.mul(blk, _c64(32)), V16I16)
+                mp = e.madd(bs, mins)
+                dx = b.extract_element(dxs, ir.Constant(i32, t))
+                a = e.fma(e.splat(b.fmul(d, dx), V8F32), e.tofloat(sumi), acc[t])
+                new_acc.append(e.fma(e.splat(b.fneg(b.fmul(dmin, dx)), V8F32), e.tofloat(mp), a))
+        else:  # q6_K
+            d = e.half(wb, _c64(208))
+            S = b.sext(e.load(wb, _c64(192), V16I8), V16I16)
+            quads, svecs = [], []
+            for h in range(2):
+                A = e.load(wb, _c64(64 * h), V32I8)
+                B = e.load(wb, _c64(64 * h + 32), V32I8)
+                Q = e.load(wb, _c64(128 + 32 * h), V32I8)
+                lows = (e.and_(A, 15), e.and_(B, 15), e.and_(e.lshr(A, 4), 15), e.and_(e.lshr(B, 4), 15))
+                for p in range(4):
+                    hi = e.and_(e.lshr(Q, 2 * p), 3) if p else e.and_(Q, 3)
+                    quads.append(b.or_(lows[p], e.shl(hi, 4)))
+                    g0 = 8 * h + 2 * p
+                    svecs.append(e.shuffle(S, None, [g0] * 8 + [g0 + 1] * 8))
+            for t in range(nt):
+                sumi = None
+                for i in range(8):
+                    y = e.load(x_rows[t], b.add(x_off, _c64(32 * i)), V32I8)
+                    p = e.madd(e.maddubs(quads[i], y), svecs[i])
+                    sumi = p if sumi is None else b.add(sumi, p)
+                bs = e.load(bs_rows[t], b.mul(blk, _c64(32)), V16I16)
+                sumi = b.sub(sumi, e.shl(e.madd(bs, S), 5))  # the -32 offset: 32 * sum_g sc_g * bsum_g
+                dx = b.extract_element(dxs, ir.Constant(i32, t))
+                new_acc.append(e.fma(e.splat(b.fmul(d, dx), V8F32), e.tofloat(sumi), acc[t]))
+        return new_acc, new_macc
+
+    # with one or two tokens a 32-weight block is a few instructions and the float sums' FMA
+    # latency would bind: two sets of sums (even and odd blocks), added at the end
+    lanes = 2 if kind < 5 and nt <= 2 else 1
+    steps = b.lshr(nb, _c64(lanes - 1))
+    zero = ir.Constant(V8F32, None)
+    mzero = ir.Constant(vnf, None)
     entry = b.block
     loop = b.append_basic_block("qdot_loop")
-    done = b.append_basic_block("qdot_done")
-    b.cbranch(b.icmp_signed(">", nb, _c64(0)), loop, done)
+    mid = b.append_basic_block("qdot_mid")
+    b.cbranch(b.icmp_signed(">", steps, _c64(0)), loop, mid)
 
     b.position_at_end(loop)
-    blk = b.phi(i64)
-    acc = [b.phi(V8F32) for _ in range(nt)]
-    macc = [b.phi(f32) for _ in range(nt)] if with_mins else []
-    wb = e.ptr(w_row, b.mul(blk, _c64(size)))
-    x_off = b.mul(blk, _c64(block))          # byte offset of the block in an int8 activation row
-    f_off = b.mul(blk, _c64(4))              # byte offset of its float32 scale
-    new_acc, new_macc = [], []
-
-    if kind < 5:
-        dw = e.half(wb, _c64(0))
-        if kind == 4:
-            qx = e.load(wb, _c64(2), V32I8)
-        else:
-            q16 = e.load(wb, _c64((2, 4, 6, 8)[kind]), V16I8)
-            qx = e.shuffle(e.and_(q16, 15), e.and_(e.lshr(q16, 4), 15), range(32))
-            if kind in (2, 3):  # the fifth bits: bit j of the u32 qh for weight j
-                h4 = e.load(wb, _c64(2 if kind == 2 else 4), ir.VectorType(i8, 4))
-                hb = e.shuffle(h4, None, [j // 8 for j in range(32)])
-                bit = b.and_(hb, _vec(V32I8, [(1 << (j % 8)) - (256 if j % 8 == 7 else 0) for j in range(32)]))
-                unset = b.icmp_signed("==", bit, ir.Constant(V32I8, None))
-                if kind == 2:  # (q | bit << 4) - 16 as a signed byte
-                    qx = b.or_(qx, b.select(unset, _splat_const(V32I8, -16), ir.Constant(V32I8, None)))
-                else:
-                    qx = b.or_(qx, b.select(unset, ir.Constant(V32I8, None), _splat_const(V32I8, 16)))
-            if kind == 0:
-                qx = b.sub(qx, _splat_const(V32I8, 8))
-        signed = kind in (0, 2, 4)
-        ax = e.sign(qx, qx) if signed else qx
-        mw = e.half(wb, _c64(2)) if with_mins else None
-        for t in range(nt):
-            y = e.load(x_rows[t], x_off, V32I8)
-            dot = e.dot_us(ax, e.sign(y, qx)) if signed else e.dot_us(qx, y)
-            dd = b.fmul(dw, e.load(d_rows[t], f_off, f32))
-            new_acc.append(e.fma(e.splat(dd, V8F32), e.tofloat(dot), acc[t]))
-            if with_mins:
-                new_macc.append(b.fadd(macc[t], b.fmul(mw, e.load(s_rows[t], f_off, f32))))
-    elif kind in (5, 6):
-        d = e.half(wb, _c64(0))
-        dmin = e.half(wb, _c64(2))
-        u0, u1, u2 = (e.load(wb, _c64(4 + 4 * i), i32) for i in range(3))
-        k1, k2, k3 = (ir.Constant(i32, v) for v in (0x3F3F3F3F, 0x0F0F0F0F, 0x03030303))
-        s3 = b.or_(b.and_(b.lshr(u2, ir.Constant(i32, 4)), k2), b.shl(b.and_(b.lshr(u1, ir.Constant(i32, 6)), k3), ir.Constant(i32, 4)))
-        s2 = b.and_(u1, k1)
-        s1 = b.or_(b.and_(u2, k2), b.shl(b.and_(b.lshr(u0, ir.Constant(i32, 6)), k3), ir.Constant(i32, 4)))
-        s0 = b.and_(u0, k1)
-        v4 = ir.VectorType(i32, 4)
-        packed = ir.Constant(v4, ir.Undefined)
-        for i, s in enumerate((s0, s1, s2, s3)):
-            packed = b.insert_element(packed, s, ir.Constant(i32, i))
-        sm = b.zext(b.bitcast(packed, V16I8), V16I16)  # 8 scales, then 8 mins
-        scales = [e.shuffle(sm, None, [g] * 16) for g in range(8)]
-        mins = e.shuffle(sm, None, [8 + j // 2 for j in range(16)])
-        qo = 16 if kind == 5 else 48
-        groups = []
-        for k in range(4):
-            v = e.load(wb, _c64(qo + 32 * k), V32I8)
-            groups += [e.and_(v, 15), e.and_(e.lshr(v, 4), 15)]
-        if kind == 6:
-            qh = e.load(wb, _c64(16), V32I8)
-            zero = ir.Constant(V32I8, None)
-            for g in range(8):
-                hit = b.icmp_signed("!=", e.and_(qh, (1 << g) - (256 if g == 7 else 0)), zero)
-                groups[g] = b.or_(groups[g], b.select(hit, _splat_const(V32I8, 16), zero))
-        for t in range(nt):
-            sumi = None
-            for g in range(8):
-                y = e.load(x_rows[t], b.add(x_off, _c64(32 * g)), V32I8)
-                p = e.madd(e.maddubs(groups[g], y), scales[g])
-                sumi = p if sumi is None else b.add(sumi, p)
-            bs = e.load(bs_rows[t], b.mul(blk, _c64(32)), V16I16)
-            mp = e.madd(bs, mins)
-            dx = e.load(d_rows[t], f_off, f32)
-            a = e.fma(e.splat(b.fmul(d, dx), V8F32), e.tofloat(sumi), acc[t])
-            new_acc.append(e.fma(e.splat(b.fneg(b.fmul(dmin, dx)), V8F32), e.tofloat(mp), a))
-    else:  # q6_K
-        d = e.half(wb, _c64(208))
-        S = b.sext(e.load(wb, _c64(192), V16I8), V16I16)
-        quads, svecs = [], []
-        for h in range(2):
-            A = e.load(wb, _c64(64 * h), V32I8)
-            B = e.load(wb, _c64(64 * h + 32), V32I8)
-            Q = e.load(wb, _c64(128 + 32 * h), V32I8)
-            lows = (e.and_(A, 15), e.and_(B, 15), e.and_(e.lshr(A, 4), 15), e.and_(e.lshr(B, 4), 15))
-            for p in range(4):
-                hi = e.and_(e.lshr(Q, 2 * p), 3) if p else e.and_(Q, 3)
-                quads.append(b.or_(lows[p], e.shl(hi, 4)))
-                g0 = 8 * h + 2 * p
-                svecs.append(e.shuffle(S, None, [g0] * 8 + [g0 + 1] * 8))
-        for t in range(nt):
-            sumi = None
-            for i in range(8):
-                y = e.load(x_rows[t], b.add(x_off, _c64(32 * i)), V32I8)
-                p = e.madd(e.maddubs(quads[i], y), svecs[i])
-                sumi = p if sumi is None else b.add(sumi, p)
-            bs = e.load(bs_rows[t], b.mul(blk, _c64(32)), V16I16)
-            sumi = b.sub(sumi, e.shl(e.madd(bs, S), 5))  # the -32 offset: 32 * sum_g sc_g * bsum_g
-            dx = e.load(d_rows[t], f_off, f32)
-            new_acc.append(e.fma(e.splat(b.fmul(d, dx), V8F32), e.tofloat(sumi), acc[t]))
-
-    nxt = b.add(blk, _c64(1))
+    step = b.phi(i64)
+    accs = [[b.phi(V8F32) for _ in range(nt)] for _ in range(lanes)]
+    maccs = [b.phi(vnf) if with_mins else None for _ in range(lanes)]
+    news = []
+    for lane in range(lanes):
+        news.append(body(b.add(b.mul(step, _c64(lanes)), _c64(lane)), accs[lane], maccs[lane]))
+    nxt = b.add(step, _c64(1))
     end = b.block
-    b.cbranch(b.icmp_signed("<", nxt, nb), loop, done)
-    blk.add_incoming(_c64(0), entry)
-    blk.add_incoming(nxt, end)
-    zero = ir.Constant(V8F32, None)
-    for t in range(nt):
-        acc[t].add_incoming(zero, entry)
-        acc[t].add_incoming(new_acc[t], end)
+    b.cbranch(b.icmp_signed("<", nxt, steps), loop, mid)
+    step.add_incoming(_c64(0), entry)
+    step.add_incoming(nxt, end)
+    for lane in range(lanes):
+        for t in range(nt):
+            accs[lane][t].add_incoming(zero, entry)
+            accs[lane][t].add_incoming(news[lane][0][t], end)
         if with_mins:
-            macc[t].add_incoming(ir.Constant(f32, 0.0), entry)
-            macc[t].add_incoming(new_macc[t], end)
+            maccs[lane].add_incoming(mzero, entry)
+            maccs[lane].add_incoming(news[lane][1], end)
 
-    b.position_at_end(done)
-    finals = []
-    for t in range(nt):
-        fa = b.phi(V8F32)
-        fa.add_incoming(zero, entry)
-        fa.add_incoming(new_acc[t], end)
-        fm = None
+    b.position_at_end(mid)  # every phi first: LLVM wants them at the top of the block
+    sums = []
+    for lane in range(lanes):
+        row = []
+        for t in range(nt):
+            ph = b.phi(V8F32)
+            ph.add_incoming(zero, entry)
+            ph.add_incoming(news[lane][0][t], end)
+            row.append(ph)
+        mph = None
         if with_mins:
-            fm = b.phi(f32)
-            fm.add_incoming(ir.Constant(f32, 0.0), entry)
-            fm.add_incoming(new_macc[t], end)
-        finals.append((fa, fm))
-    for t, (fa, fm) in enumerate(finals):
+            mph = b.phi(vnf)
+            mph.add_incoming(mzero, entry)
+            mph.add_incoming(news[lane][1], end)
+        sums.append((row, mph))
+    finals, fm = sums[0]
+    if lanes == 2:  # an odd last block, then the two sets added
+        tail = b.append_basic_block("qdot_tail")
+        done = b.append_basic_block("qdot_done")
+        b.cbranch(b.icmp_unsigned("!=", b.and_(nb, _c64(1)), _c64(0)), tail, done)
+        b.position_at_end(tail)
+        t_acc, t_macc = body(b.sub(nb, _c64(1)), finals, fm)
+        b.branch(done)
+        b.position_at_end(done)
+        merged = []
+        for t in range(nt):
+            ph = b.phi(V8F32)
+            ph.add_incoming(finals[t], mid)
+            ph.add_incoming(t_acc[t], tail)
+            merged.append(ph)
+        mm = None
+        if with_mins:
+            mm = b.phi(vnf)
+            mm.add_incoming(fm, mid)
+            mm.add_incoming(t_macc, tail)
+        finals = [b.fadd(merged[t], sums[1][0][t]) for t in range(nt)]
+        fm = b.fadd(mm, sums[1][1]) if with_mins else None
+    for t, fa in enumerate(finals):
         total = e.hsum(fa)
         if fm is not None:
-            total = b.fadd(total, fm)
+            total = b.fadd(total, b.extract_element(fm, ir.Constant(i32, t)))
         addr = b.add(b.mul(t_index[t], P["out_s0"]), b.mul(P["r"], _c64(4)))
         b.store(total, b.bitcast(e.ptr(P["out"], addr), f32.as_pointer()), align=4)
 
