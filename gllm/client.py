@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gllm_core import embedding as emb
 from gllm_core import rerank as rr
@@ -16,9 +17,12 @@ from gllm_core.selection import choose_backend, create_backend
 from gllm_core.store import ModelStore
 
 from .builder import RequestBuilder
-from .chat import Chat
-from .completions import Completions
 from .types import CreateEmbeddingResponse, Embedding, EmbeddingUsage, RerankResponse, RerankResult, RerankUsage
+
+
+if TYPE_CHECKING:
+    from .chat import Chat
+    from .completions import Completions
 
 
 class Client:
@@ -43,9 +47,22 @@ class Client:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.embeddings = Embeddings(self)
-        self.chat = Chat(self)  # chat.completions.create(...)
-        self.completions = Completions(self)
         self.rerank = Rerank(self)
+
+    # generation brings the engine and Jinja (chat templates): imported on first use, so that an
+    # embedding or reranking process never pays for them
+    @functools.cached_property
+    def chat(self) -> Chat:
+        """``chat.completions.create(...)``, as in the OpenAI SDK."""
+        from .chat import Chat
+
+        return Chat(self)
+
+    @functools.cached_property
+    def completions(self) -> Completions:
+        from .completions import Completions
+
+        return Completions(self)
 
     def load(self, model: str) -> LoadedModel:
         """The loaded model for a name (alias, repository id, store name or path), loading it once."""

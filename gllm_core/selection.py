@@ -1,4 +1,5 @@
-"""Backend selection: ``auto`` takes the available backend of highest priority."""
+"""Backend selection: ``auto`` takes the available backend of highest priority; a name probes
+only that backend (a probe may import a compiler or enumerate devices)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,14 @@ def _probe(spec) -> BackendProbe:
         return BackendProbe(False, 0, f"probe failed: {type(exc).__name__}: {exc}")
 
 
+def _status(spec) -> BackendStatus:
+    p = _probe(spec)
+    return BackendStatus(spec.name, p.available, p.priority, p.detail, spec.description)
+
+
 def backend_statuses(registry: Registry) -> list[BackendStatus]:
-    rows = []
-    for spec in registry.backends.values():
-        p = _probe(spec)
-        rows.append(BackendStatus(spec.name, p.available, p.priority, p.detail, spec.description))
+    """Every installed backend, probed: available first, then by priority."""
+    rows = [_status(spec) for spec in registry.backends.values()]
     return sorted(rows, key=lambda s: (-s.available, -s.priority, s.name))
 
 
@@ -41,19 +45,20 @@ def choose_backend(registry: Registry, name: str | None = "auto") -> str:
     """The backend name that ``name`` (or ``GLLM_BACKEND``, for "auto"/None) stands for."""
     if name in (None, "auto"):
         name = os.environ.get("GLLM_BACKEND") or "auto"
-    statuses = backend_statuses(registry)
     if name == "auto":
+        statuses = backend_statuses(registry)
         for status in statuses:
             if status.available:
                 return status.name
         raise BackendUnavailableError("no backend is available: " +
                                       "; ".join(f"{s.name}: {s.detail}" for s in statuses))
-    for status in statuses:
-        if status.name == name:
-            if not status.available:
-                raise BackendUnavailableError(f"backend {name!r} is installed but not available here: {status.detail}")
-            return name
-    known = ", ".join(s.name for s in statuses) or "none"
+    spec = registry.backends.get(name)
+    if spec is not None:
+        status = _status(spec)
+        if not status.available:
+            raise BackendUnavailableError(f"backend {name!r} is installed but not available here: {status.detail}")
+        return name
+    known = ", ".join(sorted(registry.backends)) or "none"
     raise BackendUnavailableError(f"no backend named {name!r} is installed (installed: {known}); "
                                   f"install its plugin, e.g. pip install gllm-backend-{name}")
 

@@ -57,6 +57,38 @@ def test_missing_and_unavailable_backends_are_clear_errors(fake_backends):
         gllm.Client(backend="nope")
 
 
+def test_a_named_backend_is_the_only_one_probed(monkeypatch):
+    probed = []
+
+    def spy(name, available):
+        return BackendSpec(name=name, probe=lambda: probed.append(name) or BackendProbe(available, 500, "spy"),
+                           create=lambda **o: NumpyBackend())
+
+    class _Spies:
+        @hookimpl
+        def register_backends(self, register):
+            for name, available in (("spy-a", True), ("spy-b", False), ("spy-c", True)):
+                register(spy(name, available))
+
+    host = get_host()
+    host.register(_Spies(), "spy-backends")
+    try:
+        registry = host.registry
+        monkeypatch.setenv("GLLM_BACKEND", "spy-a")
+        assert choose_backend(registry, "auto") == "spy-a" and probed == ["spy-a"]
+        with pytest.raises(gllm.BackendUnavailableError, match="'spy-b' is installed but not available.*spy"):
+            choose_backend(registry, "spy-b")
+        assert probed == ["spy-a", "spy-b"]
+        with pytest.raises(gllm.BackendUnavailableError, match="no backend named 'nope'.*installed: .*spy-a, spy-b, spy-c"):
+            choose_backend(registry, "nope")
+        assert probed == ["spy-a", "spy-b"]
+        monkeypatch.delenv("GLLM_BACKEND")
+        choose_backend(registry, "auto")
+        assert sorted(probed[2:]) == ["spy-a", "spy-b", "spy-c"]  # auto probes every backend
+    finally:
+        host.unregister("spy-backends")
+
+
 def test_client_default_backend_is_available():
     client = gllm.Client()
     assert client.backend_name in {s.name for s in backend_statuses(get_host().registry) if s.available}
