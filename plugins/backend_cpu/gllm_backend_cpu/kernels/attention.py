@@ -227,16 +227,23 @@ def _attend(n, q, k, kt, v, key_rows, cu_q, cu_k, tasks, scale, causal, window, 
             orow[e] = arow[e] * inv
 
 
-def make_tasks(cu_q: np.ndarray, kv_heads: int, group: int) -> np.ndarray:
-    """(sequence, KV head, first row) for every block of rows, longest sequences first."""
-    lengths = np.diff(cu_q).astype(np.int64)
+@numba.njit(cache=True, error_model="numpy")
+def make_tasks(cu_q, kv_heads, group):
+    """(sequence, KV head, first row) for every block of rows, longest sequences first (a few
+    microseconds: it runs once per forward pass, or per call of ``attention``)."""
+    n = cu_q.shape[0] - 1
+    lengths = np.empty(n, dtype=np.int64)
+    for b in range(n):
+        lengths[b] = cu_q[b + 1] - cu_q[b]
     blocks = (lengths * group + QUERY_BLOCK - 1) // QUERY_BLOCK
-    seq = np.repeat(np.arange(len(lengths)), blocks)
-    first = np.arange(int(blocks.sum())) - np.repeat(np.cumsum(blocks) - blocks, blocks)
-    order = np.argsort(-lengths[seq], kind="stable")
-    seq, first = seq[order], first[order] * QUERY_BLOCK
-    tasks = np.empty((len(seq) * kv_heads, 3), dtype=np.int32)
-    tasks[:, 0] = np.repeat(seq, kv_heads)
-    tasks[:, 1] = np.tile(np.arange(kv_heads), len(seq))
-    tasks[:, 2] = np.repeat(first, kv_heads)
+    order = np.argsort(-lengths, kind="mergesort")  # stable: equal lengths keep their order
+    tasks = np.empty((int(blocks.sum()) * kv_heads, 3), dtype=np.int32)
+    t = 0
+    for b in order:
+        for block in range(blocks[b]):
+            for h in range(kv_heads):
+                tasks[t, 0] = b
+                tasks[t, 1] = h
+                tasks[t, 2] = block * QUERY_BLOCK
+                t += 1
     return tasks
