@@ -293,6 +293,9 @@ class OpenCLBackend(Backend):
         # RoPE of queries and keys and the KV cache's key and value writes in one launch when they
         # come in that order (a decode step); off: two launches (RoPE pair, write pair)
         self.fuse_rope_store = True
+        # a gated MLP's gate/up product with the RMSNorm before it and silu(gate) * up after it in
+        # one launch (decode at batch 1); off: the product, then silu_mul
+        self.fuse_silu = True
         self._counter_len, self._counter_buf = 0, None
 
     def __repr__(self) -> str:
@@ -467,8 +470,10 @@ class OpenCLBackend(Backend):
         return y
 
     def split(self, x, sizes):
-        if self.rt.deferred is not None:
-            self._flush()
+        held = self.rt.deferred
+        if held is not None and not (held[0] == "gemv_pair" and x.buf is held[2] and len(sizes) == 2
+                                     and sizes[0] == sizes[1] and x.kind == 0):
+            self._flush()  # (two halves of a held gate/up product: views now, silu_mul may take them)
         d = x.shape[-1]
         sizes = [int(s) for s in sizes]
         if sum(sizes) != d or min(sizes, default=0) < 0:
@@ -616,7 +621,7 @@ class OpenCLBackend(Backend):
                     defines["NV_SHFL"] = self.norm_shfl  # rows per warp per pass, lanes summed by shfl.sync
             prg = self.rt.program(["linear.cl"], defines)
             if norm_n:
-                kern = self.rt.kernel(prg, "gemv_norm", [B, B, B, B, B, B, B, _I32, _I32, _I32, _I32, _F32])
+                kern = self.rt.kernel(prg, "gemv_norm", [B, B, B, B, B, B, B, _I32, _I32, _I32, _I32, _F32, _I32, B])
             else:
                 kern = self.rt.kernel(prg, "gemv", [B, B, B, B, _I32, _I32, _I32, _I32, _I32])
             k = self._gemv_kernels[key] = (kern, lanes, warps, rpt)
@@ -754,14 +759,24 @@ class OpenCLBackend(Backend):
         n_out, n_in = w.shape
         k, lanes, warps, rpt = self._gemv(w.code, 1, n_in)
         y = DeviceArray(self._alloc(4 * n_out), x.shape[:-1] + (n_out,), _F32, size=n_out)
-        # a few work-groups per compute unit, each looping over rows: the norm is paid once per group
-        per = warps * max(2, self.norm_shfl)
-        groups = max(1, min(-(-n_out // per), self.norm_groups_per_cu * self.rt.compute_units))
-        with self._lock:
-            k(self.queue, (groups * lanes, warps), (lanes, warps), w.buf, src.buf, src.buf if res is None else res.buf,
+        cap = self.norm_groups_per_cu * self.rt.compute_units
+        q, act = self.queue, ACT_CODES[activation]
+
+        def launch(pair_half=0, pair_out=y.buf):
+            # a few work-groups per compute unit, each looping over rows: the norm is paid once per group
+            per = warps * (1 if pair_half else max(2, self.norm_shfl))
+            groups = max(1, min(-(-(pair_half or n_out) // per), cap))
+            k(q, (groups * lanes, warps), (lanes, warps), w.buf, src.buf, src.buf if res is None else res.buf,
               weight.buf, y.buf if bias is None else bias.buf, y.buf, src.buf if h is None else h.buf, n_out,
-              int(bias is not None), ACT_CODES[activation], int(res is not None), float(eps))
-        if h is not None:  # written by work-group 0 of that launch
+              int(bias is not None), act, int(res is not None), float(eps), pair_half, pair_out)
+        with self._lock:
+            if self.fuse_silu and not self.norm_shfl and act == 0 and n_out % 2 == 0:
+                # held back one op: if the next ops split y in halves and silu_mul them (a gated
+                # MLP's gate and up), the product comes out of this launch (see silu_mul)
+                self.rt.deferred = ("gemv_pair", launch, y.buf, n_out)
+            else:
+                launch()
+        if h is not None:  # written by work-group 0 of that launch (any reader flushes it first)
             h.norm, h.kind = None, 0
         return y
 
@@ -823,7 +838,16 @@ class OpenCLBackend(Backend):
         return y
 
     def silu_mul(self, gate, up):
-        if self.rt.deferred is not None:
+        held = self.rt.deferred
+        if held is not None:
+            if (held[0] == "gemv_pair" and gate.kind == 1 and up.kind == 1 and gate.buf is held[2]
+                    and up.buf is held[2] and gate.shape == up.shape and gate.ndim == 2 and gate.shape[0] == 1
+                    and 2 * gate.shape[1] == held[3] and gate.offset == 0 and up.offset == gate.shape[1]):
+                self.rt.deferred = None  # the gate/up product writes silu(gate) * up itself
+                y = self._empty(gate.shape)
+                with self._lock:
+                    held[1](gate.shape[1], y.buf)
+                return y
             self._flush()
         if gate.shape != up.shape:
             raise BadRequestError(f"silu_mul: gate {gate.shape} and up {up.shape} differ")

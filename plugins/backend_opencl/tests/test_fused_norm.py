@@ -121,3 +121,35 @@ def test_other_work_group_shapes(lanes, warps, groups):
     y, h = b.add_rms_norm(b.upload(x), b.upload(r), g, 1e-6)
     np.testing.assert_allclose(b.download(b.linear(y, w, bias, "silu")), want_out, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(b.download(h), want_h, rtol=1e-6, atol=1e-6)
+
+
+def _gated(b, seed, n_in, f, cut=None):
+    """rms_norm -> stacked gate/up product (with bias) -> halves -> silu_mul, as a gated MLP runs."""
+    rng = np.random.default_rng(seed)
+    w = b.prepare_matrix(random_matrix(rng, 2 * f, n_in, "f16", scale=1 / np.sqrt(n_in)))
+    bias = b.prepare_vector(random_vector(rng, 2 * f))
+    g = b.prepare_vector(random_vector(rng, n_in))
+    x = b.upload(rng.standard_normal((1, n_in)).astype(np.float32))
+    r = b.upload(rng.standard_normal((1, n_in)).astype(np.float32))
+    y, h = b.add_rms_norm(x, r, g, 1e-6)
+    gu = b.linear(y, w, bias)
+    if cut == "download":
+        b.download(gu)
+    gate, up = b.split(gu, [f, f])
+    if cut == "other_op":
+        b.add(gate, gate)
+    return b.download(b.silu_mul(gate, up)), b.download(gu), b.download(h)
+
+
+@pytest.mark.parametrize("cut", [None, "download", "other_op"])
+@pytest.mark.parametrize("n_in, f", [(64, 40), (1096, 333)])
+def test_gated_mlp_product_in_one_launch(cut, n_in, f):
+    want = _gated(NumpyBackend(), 4, n_in, f)
+    b = OpenCLBackend()
+    calls = []
+    k = b._k_silu_mul
+    b._k_silu_mul = lambda *a, **kw: calls.append(1) or k(*a, **kw)
+    got = _gated(b, 4, n_in, f, cut)
+    for g_, w_ in zip(got, want):
+        np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=1e-4)
+    assert len(calls) == (0 if cut is None else 1)  # no silu_mul launch when nothing comes between
