@@ -202,13 +202,13 @@ def _finish(value, t, r, bias, act, out):
 _QDOT_DIGEST = int.from_bytes(hashlib.sha256(Path(_qdot.__file__).read_bytes()).digest()[:7], "little")
 
 
-def _make_gemv(kind):
+def _make_gemv(kind, parallel=True):
     """``act(x @ W.T + b)`` for the int8 activations of a few tokens, weights of one kind
-    (qdot.KIND_NAMES; a constant here, as qdot needs)."""
+    (qdot.KIND_NAMES; a constant here, as qdot needs); ``parallel``: rows split between threads."""
     block = 256 if kind >= 5 else 32
     digest = _QDOT_DIGEST
 
-    @numba.njit(**_OPTS)
+    @numba.njit(**{**_OPTS, "parallel": parallel})
     def gemv_q(w, isa, xq, xd, xs, xb, bias, act, out):
         if digest < 0:  # never: it only keys the cache
             return
@@ -238,6 +238,11 @@ def _make_gemv(kind):
 
 
 GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))
+# small products run on the calling thread: a parallel region costs a few microseconds when idle
+# and, on a busy machine, waits for the slowest thread's time slice (measured: 0.3-0.5 ms for a
+# 128 x 896 decode step under load, of 10-20 us work)
+GEMV_SERIAL = tuple(_make_gemv(kind, parallel=False) for kind in range(len(KIND_NAMES)))
+SERIAL_WORK = 1 << 18  # weights x tokens below which a product runs serially
 
 
 # -- dequantized tiles for BLAS (prompts) ----------------------------------------------------------
@@ -375,17 +380,19 @@ KERNELS = {
 class QuantLinear:
     """``act(x @ W.T + b)`` for one block-quantized weight, resolved once at prepare time."""
 
-    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens")
+    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens", "serial_work")
 
-    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS):
+    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS, serial_work: int = SERIAL_WORK):
         """``isa`` forces an instruction path of kernels/qdot.py (ISA_GENERIC, ISA_AVX2, ISA_VNNI;
         capped at what the CPU has); default: the best one (or ``GLLM_CPU_QUANT_ISA``).
-        ``few_tokens``: up to this many tokens the integer kernels run, more go to BLAS tiles."""
+        ``few_tokens``: up to this many tokens the integer kernels run, more go to BLAS tiles;
+        below ``serial_work`` weights x tokens they run on the calling thread alone."""
         self.weight = weight
         self.family, self.kind, self.fmt = KERNELS[weight.quant.name]
         self.qkind = KIND_NAMES.index(weight.quant.name)
         self.isa = native_isa() if isa is None else min(int(isa), HOST_ISA)
         self.few_tokens = few_tokens
+        self.serial_work = serial_work
         self.data = np.ascontiguousarray(weight.data)  # a view of the file when it already is
 
     def __call__(self, x: np.ndarray, bias, act: int, empty_bias: np.ndarray) -> np.ndarray:
@@ -399,7 +406,8 @@ class QuantLinear:
                 np.bitwise_xor(qs.view(U8), U8(0x80), out=qs.view(U8))
             dt = np.ascontiguousarray(d.T)  # (blocks, T): the kernels load a block's scales as a vector
             st = np.ascontiguousarray(s.T) if self.fmt == Q8_1 else dt
-            GEMV[self.qkind](self.data, self.isa, qs, dt, st, sums if self.family == "k" else _NO_SUMS,
+            serial = rows * self.weight.cols * T < self.serial_work
+            (GEMV_SERIAL if serial else GEMV)[self.qkind](self.data, self.isa, qs, dt, st, sums if self.family == "k" else _NO_SUMS,
                    b, act, out)
             return out
         xr = np.empty(qs.shape, dtype=F32)
