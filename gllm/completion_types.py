@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 import attrs
 
 from .types import _Model
+
+ChoiceT = TypeVar("ChoiceT")
 
 
 @attrs.define(kw_only=True)
@@ -13,6 +17,17 @@ class CompletionUsage(_Model):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+@attrs.define(kw_only=True)
+class _Response(_Model, Generic[ChoiceT]):
+    """The fields a completion, a chat completion and a chunk begin with; each adds ``object`` and the rest."""
+
+    id: str
+    choices: list[ChoiceT]
+    created: int
+    model: str
+    usage: CompletionUsage | None = None
 
 
 # -- chat ------------------------------------------------------------------------------------------
@@ -24,10 +39,9 @@ class TopLogprob(_Model):
 
 
 @attrs.define(kw_only=True)
-class ChatCompletionTokenLogprob(_Model):
-    token: str
-    bytes: list[int] | None
-    logprob: float
+class ChatCompletionTokenLogprob(TopLogprob):
+    """A generated token: ``token``, ``bytes`` and ``logprob`` as a ``TopLogprob``, then its alternatives."""
+
     top_logprobs: list[TopLogprob]
 
 
@@ -54,12 +68,7 @@ class Choice(_Model):
 
 
 @attrs.define(kw_only=True)
-class ChatCompletion(_Model):
-    id: str
-    choices: list[Choice]
-    created: int
-    model: str
-    usage: CompletionUsage | None = None
+class ChatCompletion(_Response[Choice]):
     object: str = "chat.completion"
     system_fingerprint: str | None = None
     service_tier: str | None = None
@@ -82,12 +91,7 @@ class ChunkChoice(_Model):
 
 
 @attrs.define(kw_only=True)
-class ChatCompletionChunk(_Model):
-    id: str
-    choices: list[ChunkChoice]
-    created: int
-    model: str
-    usage: CompletionUsage | None = None
+class ChatCompletionChunk(_Response[ChunkChoice]):
     object: str = "chat.completion.chunk"
     system_fingerprint: str | None = None
     service_tier: str | None = None
@@ -113,11 +117,6 @@ class CompletionChoice(_Model):
 
 
 @attrs.define(kw_only=True)
-class Completion(_Model):
-    id: str
-    choices: list[CompletionChoice]
-    created: int
-    model: str
-    usage: CompletionUsage | None = None
+class Completion(_Response[CompletionChoice]):
     object: str = "text_completion"
     system_fingerprint: str | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -38,6 +39,30 @@ IDS = ([5, 17, 42, 99, 3, 250, 7], [1, 2, 3], [200, 100, 50, 25, 12, 6, 3, 1, 0,
 
 TEXT = ("The quick brown fox jumps over the lazy dog. def add(a, b):\n    return a + b\n"
         "Paris is the capital of France. 1234 5678 ünïcödé 你好 🙂 ") * 20
+
+
+def checkpoint_weights(family: str, folder: Path = OUT) -> dict[str, np.ndarray]:
+    """The HF weights saved in ``<family>.npz``, named as checkpoints name them: transformers 5
+    keeps MoE experts fused (``experts.gate_up_proj``, ``experts.down_proj``), checkpoints and
+    GGUF converters one expert at a time. The tests read the fixtures through this."""
+    ref = np.load(folder / f"{family}.npz")
+    weights = {}
+    for key in ref.files:
+        if not key.startswith("weight:"):
+            continue
+        name, array = key[len("weight:"):], ref[key]
+        m = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.(gate_up_proj|down_proj)$", name)
+        if m:
+            for e in range(array.shape[0]):
+                if m.group(2) == "down_proj":
+                    weights[f"{m.group(1)}.{e}.down_proj.weight"] = array[e]
+                else:
+                    gate, up = np.split(array[e], 2, axis=0)
+                    weights[f"{m.group(1)}.{e}.gate_proj.weight"] = gate
+                    weights[f"{m.group(1)}.{e}.up_proj.weight"] = up
+        else:
+            weights[name] = array
+    return weights
 
 
 def _converter(work: Path):

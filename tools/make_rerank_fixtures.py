@@ -47,6 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_bert_fixtures import LETTERS, PUNCT, DIGITS, WORDS, build_vocab, make_tokenizer, perturb_, save_tokenizer  # noqa: E402
+from model_variants import apply_variant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "plugins" / "arch_bert" / "tests" / "fixtures"
@@ -98,17 +99,6 @@ VARIANTS = {
 }
 DEFAULT_VARIANTS = ("file_without_modules_is_not_read", "st_saved_without_model_type_is_not_read",
                     "untrusted_path_uses_default", "null_uses_default")
-
-
-def apply_variant(folder: Path, variant: dict) -> None:
-    for file, extra in variant.items():
-        path = folder / file
-        if isinstance(extra, dict):
-            data = json.loads(path.read_text()) if path.exists() else {}
-            data.update(extra)
-        else:
-            data = extra
-        path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def cross_encoder_scores(folder: Path, pairs) -> np.ndarray:

@@ -13,6 +13,7 @@ from gllm_core.plugins import get_registry
 from gllm_core.rerank import score_documents
 from gllm_core.selection import create_backend
 from gllm_core.testing import backend_fixture, load_folder, load_reference
+from tools.model_variants import apply_variant
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CROSS_ENCODERS = ["tiny-bert-cls1", "tiny-bert-cls3", "tiny-xlmr-cls1"]
@@ -70,17 +71,10 @@ VARIANTS = json.loads((FIXTURES / "tiny-bert-cls1" / "variants.json").read_text(
 
 
 def _variant_copy(tmp_path, variant: dict) -> Path:
-    """tools/make_rerank_fixtures.py's apply_variant: merge objects, write lists."""
+    """tiny-bert-cls1 changed as tools/make_rerank_fixtures.py changed it for the variant's reference."""
     folder = tmp_path / "tiny-bert-cls1"
     shutil.copytree(FIXTURES / "tiny-bert-cls1", folder)
-    for file, extra in variant.items():
-        path = folder / file
-        if isinstance(extra, dict):
-            data = json.loads(path.read_text()) if path.exists() else {}
-            data.update(extra)
-        else:
-            data = extra
-        path.write_text(json.dumps(data))
+    apply_variant(folder, variant)
     return folder
 
 

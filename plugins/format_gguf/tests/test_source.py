@@ -5,7 +5,6 @@ The tiny fixtures were converted from random Hugging Face models by llama.cpp's 
 """
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,32 +15,16 @@ from gllm_core.errors import CorruptFileError, UnsupportedFormatError
 from gllm_core.weights import WeightMatrix, WeightVector
 from gllm_format_gguf.families import FAMILIES, hf_tensor_name
 from gllm_format_gguf.source import GGUFSource, unpermute_rows
+from tools.make_gguf_fixtures import checkpoint_weights
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 FAMILIES_TESTED = ["llama", "qwen2", "qwen3", "qwen3moe"]
 
 
-def _reference_weights(family):
-    ref = np.load(TINY / f"{family}.npz")
-    weights = {k[len("weight:"):]: ref[k] for k in ref.files if k.startswith("weight:")}
-    for name in list(weights):  # transformers 5 stores experts fused; checkpoints name them one by one
-        m = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.(gate_up_proj|down_proj)$", name)
-        if m:
-            fused = weights.pop(name)
-            for e in range(fused.shape[0]):
-                if m.group(2) == "down_proj":
-                    weights[f"{m.group(1)}.{e}.down_proj.weight"] = fused[e]
-                else:
-                    gate, up = np.split(fused[e], 2, axis=0)
-                    weights[f"{m.group(1)}.{e}.gate_proj.weight"] = gate
-                    weights[f"{m.group(1)}.{e}.up_proj.weight"] = up
-    return weights
-
-
 @pytest.mark.parametrize("family", FAMILIES_TESTED)
 def test_every_tensor_equals_the_hf_original(family):
     src = GGUFSource(TINY / f"{family}.gguf")
-    ref = _reference_weights(family)
+    ref = checkpoint_weights(family, TINY)
     if family == "llama":  # tied: the converter writes no output.weight
         assert "lm_head.weight" not in src
         ref.pop("lm_head.weight")

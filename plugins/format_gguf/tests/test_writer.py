@@ -4,7 +4,6 @@ The tiny fixtures were converted by llama.cpp's own convert_hf_to_gguf.py; writt
 same Hugging Face weights with ``--type f32``, every tensor must come out byte for byte the same.
 """
 
-import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from gllm_core.loader import load_model
 from gllm_core.plugins import get_host, get_registry
 from gllm_core.selection import create_backend
 from gllm_format_gguf.reader import GGUFFile
+from tools.make_gguf_fixtures import checkpoint_weights
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 FAMILIES = ["llama", "qwen2", "qwen3", "qwen3moe"]
@@ -32,23 +32,7 @@ def _run(*args):
 def hf_folder(family: str, dst: Path) -> Path:
     """The Hugging Face checkpoint the tiny GGUF was converted from (weights, config, tokenizer)."""
     dst.mkdir(parents=True, exist_ok=True)
-    ref = np.load(TINY / f"{family}.npz")
-    weights = {}
-    for key in ref.files:
-        if not key.startswith("weight:"):
-            continue
-        name, array = key[len("weight:"):], ref[key]
-        m = re.match(r"(model\.layers\.\d+\.mlp\.experts)\.(gate_up_proj|down_proj)$", name)
-        if m:  # checkpoints store experts one by one
-            for e in range(array.shape[0]):
-                if m.group(2) == "down_proj":
-                    weights[f"{m.group(1)}.{e}.down_proj.weight"] = array[e]
-                else:
-                    gate, up = np.split(array[e], 2, axis=0)
-                    weights[f"{m.group(1)}.{e}.gate_proj.weight"] = gate
-                    weights[f"{m.group(1)}.{e}.up_proj.weight"] = up
-        else:
-            weights[name] = array
+    weights = checkpoint_weights(family, TINY)
     if family == "llama":
         weights.pop("lm_head.weight")  # tied
     save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(dst / "model.safetensors"))
