@@ -294,8 +294,10 @@ class OpenCLBackend(Backend):
         # come in that order (a decode step); off: two launches (RoPE pair, write pair)
         self.fuse_rope_store = True
         # a gated MLP's gate/up product with the RMSNorm before it and silu(gate) * up after it in
-        # one launch (decode at batch 1); off: the product, then silu_mul
-        self.fuse_silu = True
+        # one launch (decode at batch 1). Off by default: holding the largest matrix-vector product
+        # back until silu_mul comes made decode slower on the H200 although the GPU was busy less
+        # (131 against 155 tok/s, 8 runs each, bench/RESULTS.md); off: the product, then silu_mul
+        self.fuse_silu = False
         self._counter_len, self._counter_buf = 0, None
 
     def __repr__(self) -> str:

@@ -146,6 +146,7 @@ def _gated(b, seed, n_in, f, cut=None):
 def test_gated_mlp_product_in_one_launch(cut, n_in, f):
     want = _gated(NumpyBackend(), 4, n_in, f)
     b = OpenCLBackend()
+    b.fuse_silu = True
     calls = []
     k = b._k_silu_mul
     b._k_silu_mul = lambda *a, **kw: calls.append(1) or k(*a, **kw)
