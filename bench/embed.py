@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -42,6 +41,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools import fetch_models  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gllm-bench"
 ENGINES = ("gllm-cpu", "gllm-numpy", "sentence-transformers", "onnxruntime", "onnxruntime-nospin",
@@ -72,11 +73,7 @@ def corpus(n: int = 512, seed: int = 1234, shortest: int = 8, longest: int = 120
 
 
 def model_folder() -> str:
-    spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gllm_fetch_models", module)
-    spec.loader.exec_module(module)
-    return str(module.model_path("all-minilm:l6"))
+    return str(fetch_models.model_path("all-minilm:l6"))
 
 
 def thread_env(threads: int) -> dict:
