@@ -241,10 +241,11 @@ class NumbaBackend(NumpyBackend):
         few = FEW_TOKENS_PACKED if w.packed is not None else FEW_TOKENS
         if tokens <= few and w.kind != "quant":
             out = np.empty((tokens, n_out), dtype=F32)
+            work = tokens * n_out * cols
             if w.kind == "f32":
-                _lin.linear_few_f32(x, w.data, b, act, out)
+                _serial_below(_lin.linear_few_f32, work)(x, w.data, b, act, out)
             else:
-                _lin.linear_few_16(x, w.data, w.kind == "bf16", b, act, out)
+                _serial_below(_lin.linear_few_16, work)(x, w.data, w.kind == "bf16", b, act, out)
             return out
         out = np.empty((tokens, n_out), dtype=F32)
         if w.packed is not None:

@@ -19,6 +19,7 @@ from gllm_backend_cpu import backend as cpu_backend
 from gllm_backend_cpu.backend import NumbaBackend
 from gllm_backend_cpu.kernels import attention as A
 from gllm_backend_cpu.kernels import elementwise as E
+from gllm_backend_cpu.kernels import linear as L
 from gllm_backend_cpu.kernels import norms as N
 from gllm_backend_cpu.kernels import rope as R
 from gllm_backend_cpu.kernels.scalar import ACT_GELU, ACT_SILU
@@ -87,6 +88,16 @@ def test_row_kernels_serial_equals_parallel(rows, cols):
     _both(N.layer_norm_rows, [out], a, b, vec, vec, 1e-5)
     _both(N.rms_norm_rows, [out, np.zeros_like(out)], a, b, vec, 1e-5)
     _both(N.rms_norm_rows, [out, np.zeros((0, 0), np.float32)], a, np.zeros((0, 0), np.float32), vec, 1e-5)
+
+
+@pytest.mark.parametrize("tokens,cols,rows", [(1, 1, 1), (3, 37, 70), (16, 130, 33)])
+def test_few_token_linear_serial_equals_parallel(tokens, cols, rows):
+    rng = np.random.default_rng(tokens + cols)
+    x, w, bias = _f(rng, tokens, cols), _f(rng, rows, cols), _f(rng, rows)
+    out = np.zeros((tokens, rows), np.float32)
+    for act in (0, ACT_SILU):
+        _both(L.linear_few_f32, [out], x, w, bias, act)
+        _both(L.linear_few_16, [out], x, w.astype(np.float16).view(np.uint16), False, bias, act)
 
 
 @pytest.mark.parametrize("interleaved", [False, True])

@@ -8,8 +8,9 @@ import numpy as np
 from numba import prange
 
 from .scalar import ACT_NONE, activate, bf16_to_f32, f16_to_f32
+from .twin import twins
 
-_OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+_OPTS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
 ROWS_PER_TASK = 16
@@ -29,7 +30,7 @@ def _finish(x, row, o, bias, act, out):
         out[t, o] = activate(acc, act) if act != ACT_NONE else acc
 
 
-@numba.njit(**_OPTS)
+@twins(**_OPTS)
 def linear_few_f32(x, w, bias, act, out):
     """``out = act(x @ w.T + bias)`` for a handful of tokens, parallel over output rows."""
     n_out = w.shape[0]
@@ -38,7 +39,7 @@ def linear_few_f32(x, w, bias, act, out):
             _finish(x, w[o], o, bias, act, out)
 
 
-@numba.njit(**_OPTS)
+@twins(**_OPTS)
 def linear_few_16(x, w, bf16, bias, act, out):
     """As ``linear_few_f32`` with 16-bit weights, each row decoded once into float32 scratch."""
     n_out, cols = w.shape
