@@ -44,7 +44,7 @@ U64 = numba.uint64
 FEW_TOKENS = 512
 TILE_ELEMENTS = 1 << 20  # weights dequantized per BLAS tile (4 MB of float32 scratch)
 ROWS_PER_TASK = 16  # rows per parallel task of the integer kernels
-TOKENS_PER_PASS = 64  # tokens whose int8 rows stay in L2 while a task's weight rows are read
+TOKENS_PER_PASS = 16  # tokens per pass over a task's rows: their int8 rows (16 x 896 bytes) stay in L1
 
 # activation formats
 Q8_0, Q8_1, Q8_K = 0, 1, 2
