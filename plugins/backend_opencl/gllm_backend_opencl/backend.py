@@ -889,7 +889,10 @@ class OpenCLBackend(Backend):
         return self._k_rms_norm, self.red
 
     def _lazy_norm(self, x, d: int, rows: int) -> bool:
-        return self.fuse_norm and rows == 1 and 0 < d <= NORM_MAX and d % 8 == 0 and x.ndim == 2
+        # x of d floats in local memory, with room for the kernel's sums (devices with little of it
+        # keep the separate norm)
+        return (self.fuse_norm and rows == 1 and 0 < d <= NORM_MAX and d % 8 == 0 and x.ndim == 2
+                and 4 * d + 16 * 1024 <= self.rt.local_mem)
 
     def rms_norm(self, x, weight, eps):
         if self.rt.deferred is not None:
