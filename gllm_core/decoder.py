@@ -159,7 +159,8 @@ class DecoderLM:
             h = layer.attention(normed, batch)
             normed, residual = layer.post_attention_norm.add(h, residual)
             h = layer.mlp(normed)
-        if not all_logits:  # only the last token of each sequence needs logits
+        # only the last token of each sequence needs logits (a decode step has nothing else)
+        if not all_logits and n_tokens > len(lengths):
             rows = (cu_q[1:] - 1).astype(np.int32)
             h, residual = self._take(h, rows), self._take(residual, rows)
         normed, _ = self.norm.add(h, residual)

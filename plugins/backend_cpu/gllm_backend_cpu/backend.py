@@ -354,7 +354,8 @@ class NumbaBackend(NumpyBackend):
             raise BadRequestError(f"layer_norm: residual {np.shape(residual)} does not match {x.shape}")
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
-        _serial_below(_norms.layer_norm_rows, x.size)(_rows(x), res, weight, _EMPTY if bias is None else bias, float(eps), _rows(out))
+        _serial_below(_norms.layer_norm_rows, x.size)(_rows(x), res, weight, _EMPTY if bias is None else bias,
+                                                      float(eps), _rows(out))
         return out
 
     def rms_norm(self, x, weight, eps):
@@ -371,7 +372,8 @@ class NumbaBackend(NumpyBackend):
         self._use_threads()
         out = np.empty(x.shape, dtype=F32)
         hidden = np.empty(x.shape, dtype=F32)
-        _serial_below(_norms.rms_norm_rows, x.size)(_rows(x), _rows(residual), weight, float(eps), _rows(out), _rows(hidden))
+        _serial_below(_norms.rms_norm_rows, x.size)(_rows(x), _rows(residual), weight, float(eps), _rows(out),
+                                                    _rows(hidden))
         return out, hidden
 
     def rope(self, x, positions, inv_freq, style="neox", scale=1.0):
