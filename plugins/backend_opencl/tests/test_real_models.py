@@ -10,9 +10,7 @@ float32, which moves logits by a few tenths, so paths with closer calls may part
 PoCL on two cores.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,20 +19,11 @@ from gllm_core.causal_lm_checks import greedy
 from gllm_core.loader import load_model
 from gllm_core.plugins import get_registry
 from gllm_core.selection import create_backend
+from tools import fetch_models
 
-ROOT = Path(__file__).resolve().parents[3]
 RECORD = json.loads((Path(__file__).parent / "fixtures" / "llamacpp_greedy.json").read_text())
 TOKENS = {"smollm2:135m": 16, "qwen2.5-coder:0.5b": 8}  # greedy tokens checked per case
 TYPES = {"smollm2:135m": {"q4_1", "q8_0"}, "qwen2.5-coder:0.5b": {"q4_k", "q6_k", "q5_0", "q8_0"}}
-
-
-def _fetch_tool():
-    if "gllm_fetch_models" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gllm_fetch_models", ROOT / "tools" / "fetch_models.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gllm_fetch_models"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["gllm_fetch_models"]
 
 
 @pytest.fixture(scope="module", params=list(RECORD["models"]))
@@ -46,7 +35,7 @@ def model(request):
     prepare = backend.prepare_matrix
     backend.prepare_matrix = lambda w: prepared.append(prepare(w)) or prepared[-1]  # watch what is uploaded
     try:
-        loaded = load_model(alias, _fetch_tool().model_path(alias), backend, get_registry())
+        loaded = load_model(alias, fetch_models.model_path(alias), backend, get_registry())
     finally:
         del backend.prepare_matrix
     return alias, loaded, prepared
