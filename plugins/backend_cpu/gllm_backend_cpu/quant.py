@@ -10,8 +10,7 @@ model). Each call quantizes the activations to int8 as llama.cpp's CPU backend d
     q4_K, q5_K, q6_K · q8_K   sum_b  d_x (d_w sc_g sum_j q_w q_x  -  dmin_w mn_g bsum_g)
 
 which are llama.cpp's numbers up to the order of the float32 additions (the integer sums are
-exact). Q5_0 weights are rewritten as Q8_0 blocks on first use (same integers and scales; the
-Q8_0 kernels are faster, see ``q5_0_as_q8_0``). Up to ``FEW_TOKENS`` tokens (decoding and prompts) take the integer-SIMD kernels
+exact). Up to ``FEW_TOKENS`` tokens (decoding and prompts) take the integer-SIMD kernels
 of kernels/qdot.py (int8 activations, per-block integer dot products, each weight block unpacked
 once for up to 8 tokens, rows split between threads); more tokens dequantize a tile of rows at a time into scratch and multiply
 it with the quantized-then-rescaled activations through BLAS, then add the ``s_x`` rounding
@@ -369,37 +368,6 @@ def epilogue(out, bias, act):
             _finish(out[t, r], t, r, bias, act, out)
 
 
-# -- Q5_0 as int8 blocks ---------------------------------------------------------------------------
-# A Q5_0 weight is -16..15 times a float16 scale per 32: the same values as Q8_0 blocks (scale, 32
-# int8) hold exactly, and the Q8_0 kernels are faster on them at every token count (no fifth-bit
-# unpacking; measured on Zen 4: 1 token 0.055 -> 0.035 ns per weight on one thread, 8 tokens
-# 0.18 -> 0.145), for 34 bytes per 32 weights instead of 22. The products are llama.cpp's
-# q5_0 · q8_0 ones: same integers, same scales.
-
-@numba.njit(parallel=True, cache=True, boundscheck=False)
-def q5_0_as_q8_0(src, dst):
-    """Rows of Q5_0 blocks (22 bytes) → the same values as Q8_0 blocks (34 bytes)."""
-    rows = src.shape[0]
-    nb = src.shape[1] // 22
-    for r in prange(rows):
-        for b in range(nb):
-            o = b * 22
-            p = b * 34
-            dst[r, p] = src[r, o]
-            dst[r, p + 1] = src[r, o + 1]
-            qh = (numba.uint32(src[r, o + 2]) | (numba.uint32(src[r, o + 3]) << numba.uint32(8))
-                  | (numba.uint32(src[r, o + 4]) << numba.uint32(16)) | (numba.uint32(src[r, o + 5]) << numba.uint32(24)))
-            for j in range(16):
-                byte = numba.int32(src[r, o + 6 + j])
-                lo = (byte & 15) | numba.int32(((qh >> numba.uint32(j)) & numba.uint32(1)) << numba.uint32(4))
-                hi = (byte >> 4) | numba.int32(((qh >> numba.uint32(j + 16)) & numba.uint32(1)) << numba.uint32(4))
-                dst[r, p + 2 + j] = U8((lo - 16) & 255)
-                dst[r, p + 18 + j] = U8((hi - 16) & 255)
-
-
-REPACK_Q5_0 = True  # Q5_0 weights computed as Q8_0 blocks (made on first use)
-
-
 # -- the table -------------------------------------------------------------------------------------
 
 # GGML type name → (kernel family, kind, activation format)
@@ -412,16 +380,13 @@ KERNELS = {
 class QuantLinear:
     """``act(x @ W.T + b)`` for one block-quantized weight, resolved once at prepare time."""
 
-    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens", "serial_work", "repack")
+    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens", "serial_work")
 
-    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS, serial_work: int = SERIAL_WORK,
-                 repack: bool | None = None):
+    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS, serial_work: int = SERIAL_WORK):
         """``isa`` forces an instruction path of kernels/qdot.py (ISA_GENERIC, ISA_AVX2, ISA_VNNI;
         capped at what the CPU has); default: the best one (or ``GLLM_CPU_QUANT_ISA``).
         ``few_tokens``: up to this many tokens the integer kernels run, more go to BLAS tiles;
-        below ``serial_work`` weights x tokens they run on the calling thread alone. ``repack``
-        (default ``REPACK_Q5_0``): a Q5_0 weight is rewritten as Q8_0 blocks on its first call
-        (``q5_0_as_q8_0``; 1.55x its bytes, never made for a weight only gathered from)."""
+        below ``serial_work`` weights x tokens they run on the calling thread alone."""
         self.weight = weight
         self.family, self.kind, self.fmt = KERNELS[weight.quant.name]
         self.qkind = KIND_NAMES.index(weight.quant.name)
@@ -429,19 +394,9 @@ class QuantLinear:
         self.few_tokens = few_tokens
         self.serial_work = serial_work
         self.data = np.ascontiguousarray(weight.data)  # a view of the file when it already is
-        self.repack = (REPACK_Q5_0 if repack is None else bool(repack)) and self.qkind == 2
-
-    def _repack(self):
-        """Q5_0 → Q8_0 blocks, once (the kernels and tiles then take the Q8_0 paths)."""
-        rows, nbytes = self.data.shape
-        data = np.empty((rows, nbytes // 22 * 34), dtype=U8)
-        q5_0_as_q8_0(self.data, data)
-        self.data, self.kind, self.qkind, self.repack = data, 4, 4, False
 
     def __call__(self, x: np.ndarray, bias, act: int, empty_bias: np.ndarray) -> np.ndarray:
         T = x.shape[0]
-        if self.repack:
-            self._repack()
         qs, d, s, sums = quantize_activations(x, self.fmt)
         rows = self.weight.rows
         out = np.empty((T, rows), dtype=F32)

@@ -138,38 +138,15 @@ def test_integer_kernels_on_every_path_and_token_count(name, path):
     assert kernel.isa == (Q.native_isa() if isa is None else min(isa, Q.HOST_ISA))
     for rows in (45, 19, 1):
         sub = WeightMatrix(w.name, w.data[45 - rows:], name, (rows, cols), w.quant)
-        # rows split between threads, and (19 rows) on the calling thread alone; Q5_0 both in
-        # its blocks and rewritten as Q8_0 blocks
-        for repack in (False, True) if name == "q5_0" else (None,):
-            k = Q.QuantLinear(sub, isa=isa, few_tokens=16, serial_work=0 if rows != 19 else 1 << 30, repack=repack)
-            for tokens in (1, 2, 5, 8, 16) if rows == 45 else (3, 13):
-                x = rng.standard_normal((tokens, cols)).astype(np.float32)
-                x[0, :32] = 0.0  # an all-zero activation block (scale 0)
-                bias = rng.standard_normal(rows).astype(np.float32)
-                out = k(x, bias, 0, np.zeros(0, np.float32))
-                expected, scale = _expected(sub, deq[45 - rows:], x, k.fmt, bias)
-                assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens, repack)
-            assert k.qkind == (4 if repack else Q.KIND_NAMES.index(name))
-
-
-def test_q5_0_rewritten_as_q8_0_blocks_holds_the_same_values():
-    """q5_0_as_q8_0: the Q8_0 blocks dequantize (gguf-py) to exactly the Q5_0 weights, scales
-    included; a QuantLinear rewrites on its first call only, and the tiles use the new blocks."""
-    rng = np.random.default_rng(11)
-    w, deq = _weight("q5_0", 13, 320, rng)
-    w.data[:, 2:6] = rng.integers(0, 256, (13, 4), dtype=np.uint8)  # every fifth-bit pattern in the first blocks
-    deq = ref.dequantize(w.data, GGMLQuantizationType.Q5_0)
-    out = np.empty((13, 10 * 34), np.uint8)
-    Q.q5_0_as_q8_0(w.data, out)
-    np.testing.assert_array_equal(ref.dequantize(out, GGMLQuantizationType.Q8_0), deq)
-    k = Q.QuantLinear(w, few_tokens=0)
-    assert k.repack and np.shares_memory(k.data, w.data)
-    x = rng.standard_normal((3, 320)).astype(np.float32)
-    y = k(x, None, 0, np.zeros(0, np.float32))
-    assert not k.repack and k.qkind == 4 and not np.shares_memory(k.data, w.data)
-    np.testing.assert_array_equal(k.data, out)
-    expected, scale = _expected(w, deq, x, k.fmt, np.zeros(13, np.float32))
-    assert np.max(np.abs(y - expected) / scale) < 1e-6
+        # rows split between threads, and (19 rows) on the calling thread alone
+        k = Q.QuantLinear(sub, isa=isa, few_tokens=16, serial_work=0 if rows != 19 else 1 << 30)
+        for tokens in (1, 2, 5, 8, 16) if rows == 45 else (3, 13):
+            x = rng.standard_normal((tokens, cols)).astype(np.float32)
+            x[0, :32] = 0.0  # an all-zero activation block (scale 0)
+            bias = rng.standard_normal(rows).astype(np.float32)
+            out = k(x, bias, 0, np.zeros(0, np.float32))
+            expected, scale = _expected(sub, deq[45 - rows:], x, k.fmt, bias)
+            assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens)
 
 
 def test_the_cpu_path_follows_the_cpu_and_the_environment(monkeypatch):
