@@ -10,6 +10,8 @@ greedy requests (``ignore_eos``, so every answer is exactly ``--max-tokens`` lon
 time, then ``--streams`` at once. It prints:
 
 - aggregate decode tokens/s: generated tokens / wall time of the run, and the ratio N streams : 1;
+- the decode phase alone, from the inter-token times: each stream's (tokens - 1) / (last token -
+  first token time), summed over the streams (prompt processing left out), and that ratio too;
 - time to first token, inter-token latency and request latency, p50 and p99.
 
 The peer, when ``--llama-python`` names an interpreter with llama-cpp-python (built from source,
@@ -147,6 +149,7 @@ def run(api, count: int, max_tokens: int, offset: int) -> dict:
               if len(r["times"]) > 1 and r["times"][-1] > r["times"][0]]
     return {"streams": count, "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
             "decode_tokens_per_s_per_stream": statistics.mean(decode) if decode else float("nan"),
+            "decode_tokens_per_s": sum(decode) if len(decode) == count else float("nan"),
             "ttft_p50_s": _percentile(ttft, 0.5), "ttft_p99_s": _percentile(ttft, 0.99),
             "itl_p50_s": _percentile(itl, 0.5), "itl_p99_s": _percentile(itl, 0.99),
             "latency_p50_s": _percentile(latency, 0.5), "latency_p99_s": _percentile(latency, 0.99)}
@@ -229,6 +232,8 @@ def main(argv=None) -> int:
     figures[f"gllm_{args.streams}"] = many
     ratio = many["tokens_per_s"] / single["tokens_per_s"]
     figures["ratio"] = ratio
+    decode_ratio = many["decode_tokens_per_s"] / single["decode_tokens_per_s"]
+    figures["decode_ratio"] = decode_ratio
 
     print(f"{'':24}{'streams':>8}{'tok/s':>9}{'dec/s/str':>10}{'TTFT p50':>10}{'p99':>8}"
           f"{'ITL p50':>9}{'p99':>8}{'lat p50':>9}{'p99':>8}")
@@ -243,6 +248,8 @@ def main(argv=None) -> int:
             print(f"{'llama.cpp, 1 stream':24}{1:>8}{peer['tokens'] / peer['wall_s']:>9.2f}"
                   f"{peer['decode_tokens_per_s'] or float('nan'):>10.2f}{peer['ttft_s']:>10.2f}")
     print(f"aggregate tokens/s, {args.streams} streams : 1 stream = {ratio:.2f}x (target >= 3x)")
+    print(f"decode phase only (inter-token times, prompts left out): {many['decode_tokens_per_s']:.2f} : "
+          f"{single['decode_tokens_per_s']:.2f} tok/s = {decode_ratio:.2f}x; load {os.getloadavg()[0]:.1f}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2))
     return 0
