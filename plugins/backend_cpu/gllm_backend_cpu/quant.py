@@ -20,6 +20,7 @@ correction of the q8_1 types, so a prompt gets the same sums at GEMM speed.
 from __future__ import annotations
 
 import hashlib
+import types
 from pathlib import Path
 
 import numba
@@ -128,8 +129,18 @@ def _quantize_q8_k(x, qs, d, bsums):
 # a parallel region costs more than quantizing a few rows: those run on the calling thread
 quantize_q8_0 = numba.njit(**_OPTS)(_quantize_q8_0)
 quantize_q8_k = numba.njit(**_OPTS)(_quantize_q8_k)
-_quantize_q8_0_serial = numba.njit(**{**_OPTS, "parallel": False})(_quantize_q8_0)
-_quantize_q8_k_serial = numba.njit(**{**_OPTS, "parallel": False})(_quantize_q8_k)
+
+
+def _serial_copy(fn):
+    """The function under a name of its own (numba's cache keys by name, not by options)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + "_serial"
+    copy.__module__, copy.__doc__ = fn.__module__, fn.__doc__
+    return copy
+
+
+_quantize_q8_0_serial = numba.njit(**{**_OPTS, "parallel": False})(_serial_copy(_quantize_q8_0))
+_quantize_q8_k_serial = numba.njit(**{**_OPTS, "parallel": False})(_serial_copy(_quantize_q8_k))
 
 
 def quantize_activations(x: np.ndarray, fmt: int):
@@ -208,7 +219,6 @@ def _make_gemv(kind, parallel=True):
     block = 256 if kind >= 5 else 32
     digest = _QDOT_DIGEST
 
-    @numba.njit(**{**_OPTS, "parallel": parallel})
     def gemv_q(w, isa, xq, xd, xs, xb, bias, act, out):
         if digest < 0:  # never: it only keys the cache
             return
@@ -234,7 +244,13 @@ def _make_gemv(kind, parallel=True):
                     for t in range(T):
                         _finish(out[t, r], t, r, bias, act, out)
 
-    return gemv_q
+    # numba's on-disk cache names a kernel by its qualified name, not by its options (as in
+    # kernels/twin.py): without a name of its own the serial build and the parallel one load
+    # each other's code, and every product ran on one thread (measured: 2 threads, cpu time ==
+    # wall time)
+    if not parallel:
+        gemv_q.__qualname__ += "_serial"
+    return numba.njit(**{**_OPTS, "parallel": parallel})(gemv_q)
 
 
 GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))

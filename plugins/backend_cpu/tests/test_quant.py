@@ -193,3 +193,14 @@ def test_backend_linear_resolves_quantized_weights_at_prepare(name):
     for t in (1, 12):  # the few-token kernels and the BLAS tiles give the same sums
         np.testing.assert_allclose(cpu.linear(x[:t], prepared, None)[0], cpu.linear(x, prepared, None)[0],
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_serial_and_parallel_builds_have_cache_names_of_their_own():
+    """numba's on-disk cache keys a kernel by its qualified name, not by ``parallel``: builds of
+    one source that shared a name loaded each other's code (every product on one thread)."""
+    pairs = [(Q.GEMV[k], Q.GEMV_SERIAL[k]) for k in range(len(Q.KIND_NAMES))]
+    pairs += [(Q.quantize_q8_0, Q._quantize_q8_0_serial), (Q.quantize_q8_k, Q._quantize_q8_k_serial)]
+    for parallel, serial in pairs:
+        assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
+        assert parallel.py_func.__qualname__ != serial.py_func.__qualname__
+        assert parallel.py_func.__code__ is serial.py_func.__code__  # one source
