@@ -36,7 +36,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .scalar import _HARDWARE_HALF, _x86, target_has
+from .scalar import _x86, half_to_float, target_has
 
 ISA_GENERIC, ISA_AVX2, ISA_VNNI = 0, 1, 2
 ISA_NAMES = {"generic": ISA_GENERIC, "avx2": ISA_AVX2, "vnni": ISA_VNNI}
@@ -132,23 +132,7 @@ class _Emit:
 
     def half(self, base, offset):
         """The float16 at base + offset (bytes) as a float."""
-        b = self.b
-        h = self.load(base, offset, i16)
-        if _HARDWARE_HALF:
-            return b.fpext(b.bitcast(h, ir.HalfType()), f32)
-        h = b.zext(h, i32)
-
-        def c(x):
-            return ir.Constant(i32, x)
-
-        em = b.and_(h, c(0x7FFF))
-        sign = b.shl(b.and_(h, c(0x8000)), c(16))
-        normal = b.add(b.shl(em, c(13)), c(0x38000000))
-        special = b.or_(c(0x7F800000), b.shl(b.and_(em, c(0x3FF)), c(13)))
-        out = b.select(b.icmp_unsigned(">=", em, c(0x7C00)), special, normal)
-        sub = b.fmul(b.uitofp(em, f32), ir.Constant(f32, 2.0 ** -24))
-        out = b.select(b.icmp_unsigned("<", em, c(0x400)), b.bitcast(sub, i32), out)
-        return b.bitcast(b.or_(out, sign), f32)
+        return half_to_float(self.b, self.load(base, offset, i16))
 
     # shuffles
     def shuffle(self, a, b_, idx):

@@ -178,6 +178,27 @@ def _x86() -> bool:
 _HARDWARE_HALF = target_has("f16c") or not _x86()
 
 
+def half_to_float(builder, value):
+    """IR: an i16 of IEEE half bits → float, exact: ``fpext half`` where the CPU converts halves,
+    else 32-bit integer arithmetic (subnormals, inf and NaN included)."""
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    if _HARDWARE_HALF:
+        return builder.fpext(builder.bitcast(value, ir.HalfType()), f32)
+    h = builder.zext(value, i32)
+
+    def c(x):
+        return ir.Constant(i32, x)
+
+    em = builder.and_(h, c(0x7FFF))
+    sign = builder.shl(builder.and_(h, c(0x8000)), c(16))
+    normal = builder.add(builder.shl(em, c(13)), c(0x38000000))
+    special = builder.or_(c(0x7F800000), builder.shl(builder.and_(em, c(0x3FF)), c(13)))
+    out = builder.select(builder.icmp_unsigned(">=", em, c(0x7C00)), special, normal)
+    sub = builder.fmul(builder.uitofp(em, f32), ir.Constant(f32, 2.0 ** -24))
+    out = builder.select(builder.icmp_unsigned("<", em, c(0x400)), builder.bitcast(sub, i32), out)
+    return builder.bitcast(builder.or_(out, sign), f32)
+
+
 @intrinsic
 def f16_to_f32(typingctx, bits):
     """IEEE half bits (the low 16 bits of an integer) → float32, exact (subnormals, inf, NaN).
@@ -189,27 +210,13 @@ def f16_to_f32(typingctx, bits):
         return None
 
     def codegen(context, builder, signature, args):
-        i16, i32 = ir.IntType(16), ir.IntType(32)
+        i16 = ir.IntType(16)
         value = args[0]
         if bits.bitwidth > 16:
             value = builder.trunc(value, i16)
         elif bits.bitwidth < 16:
             value = builder.zext(value, i16)
-        if _HARDWARE_HALF:
-            return builder.fpext(builder.bitcast(value, ir.HalfType()), ir.FloatType())
-        h = builder.zext(value, i32)
-
-        def c(x):
-            return ir.Constant(i32, x)
-
-        em = builder.and_(h, c(0x7FFF))
-        sign = builder.shl(builder.and_(h, c(0x8000)), c(16))
-        normal = builder.add(builder.shl(em, c(13)), c(0x38000000))
-        special = builder.or_(c(0x7F800000), builder.shl(builder.and_(em, c(0x3FF)), c(13)))
-        out = builder.select(builder.icmp_unsigned(">=", em, c(0x7C00)), special, normal)
-        sub = builder.fmul(builder.uitofp(em, ir.FloatType()), ir.Constant(ir.FloatType(), 2.0 ** -24))
-        out = builder.select(builder.icmp_unsigned("<", em, c(0x400)), builder.bitcast(sub, i32), out)
-        return builder.bitcast(builder.or_(out, sign), ir.FloatType())
+        return half_to_float(builder, value)
 
     return types.float32(bits), codegen
 
