@@ -20,7 +20,6 @@ correction of the q8_1 types, so a prompt gets the same sums at GEMM speed.
 from __future__ import annotations
 
 import hashlib
-import types
 from pathlib import Path
 
 import numba
@@ -30,9 +29,11 @@ from numba import prange
 from .kernels import qdot as _qdot
 from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, biased, native_isa, qdot  # noqa: F401
 from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
+from .kernels.twin import twins
 
 _OPTS = dict(parallel=True, cache=True, error_model="numpy", boundscheck=False,
              fastmath={"reassoc", "contract", "nsz", "arcp"})
+_TWINS = {k: v for k, v in _OPTS.items() if k != "parallel"}  # kernels.twin.twins builds both
 _INLINE = dict(inline="always", cache=True, error_model="numpy", boundscheck=False,
                fastmath={"reassoc", "contract", "nsz", "arcp"})
 F32 = np.float32
@@ -126,21 +127,9 @@ def _quantize_q8_k(x, qs, d, bsums):
             d[t, b] = f32(1.0) / iscale
 
 
-# a parallel region costs more than quantizing a few rows: those run on the calling thread
-quantize_q8_0 = numba.njit(**_OPTS)(_quantize_q8_0)
-quantize_q8_k = numba.njit(**_OPTS)(_quantize_q8_k)
-
-
-def _serial_copy(fn):
-    """The function under a name of its own (numba's cache keys by name, not by options)."""
-    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    copy.__qualname__ = fn.__qualname__ + "_serial"
-    copy.__module__, copy.__doc__ = fn.__module__, fn.__doc__
-    return copy
-
-
-_quantize_q8_0_serial = numba.njit(**{**_OPTS, "parallel": False})(_serial_copy(_quantize_q8_0))
-_quantize_q8_k_serial = numba.njit(**{**_OPTS, "parallel": False})(_serial_copy(_quantize_q8_k))
+# a parallel region costs more than quantizing a few rows: those run the serial twin
+quantize_q8_0 = twins(**_TWINS)(_quantize_q8_0)
+quantize_q8_k = twins(**_TWINS)(_quantize_q8_k)
 
 
 def quantize_activations(x: np.ndarray, fmt: int):
@@ -152,11 +141,11 @@ def quantize_activations(x: np.ndarray, fmt: int):
     if fmt == Q8_K:
         d = np.empty((T, n // 256), dtype=F32)
         bsums = np.empty((T, n // 16), dtype=np.int16)
-        (_quantize_q8_k_serial if few else quantize_q8_k)(x, qs, d, bsums)
+        (quantize_q8_k.serial if few else quantize_q8_k)(x, qs, d, bsums)
         return qs, d, d, bsums
     d = np.empty((T, n // 32), dtype=F32)
     s = np.empty((T, n // 32), dtype=F32) if fmt == Q8_1 else d
-    (_quantize_q8_0_serial if few else quantize_q8_0)(x, fmt == Q8_1, qs, d, s)
+    (quantize_q8_0.serial if few else quantize_q8_0)(x, fmt == Q8_1, qs, d, s)
     return qs, d, s, d
 
 
@@ -213,9 +202,10 @@ def _finish(value, t, r, bias, act, out):
 _QDOT_DIGEST = int.from_bytes(hashlib.sha256(Path(_qdot.__file__).read_bytes()).digest()[:7], "little")
 
 
-def _make_gemv(kind, parallel=True):
+def _make_gemv(kind):
     """``act(x @ W.T + b)`` for the int8 activations of a few tokens, weights of one kind
-    (qdot.KIND_NAMES; a constant here, as qdot needs); ``parallel``: rows split between threads."""
+    (qdot.KIND_NAMES; a constant here, as qdot needs), rows split between threads; its
+    ``.serial`` twin runs them on the calling thread."""
     block = 256 if kind >= 5 else 32
     digest = _QDOT_DIGEST
 
@@ -244,20 +234,17 @@ def _make_gemv(kind, parallel=True):
                     for t in range(T):
                         _finish(out[t, r], t, r, bias, act, out)
 
-    # numba's on-disk cache names a kernel by its qualified name, not by its options (as in
-    # kernels/twin.py): without a name of its own the serial build and the parallel one load
-    # each other's code, and every product ran on one thread (measured: 2 threads, cpu time ==
+    # twins gives the serial build a cache name of its own: sharing one, the two builds loaded
+    # each other's code and every product ran on one thread (measured: 2 threads, cpu time ==
     # wall time)
-    if not parallel:
-        gemv_q.__qualname__ += "_serial"
-    return numba.njit(**{**_OPTS, "parallel": parallel})(gemv_q)
+    return twins(**_TWINS)(gemv_q)
 
 
 GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))
 # small products run on the calling thread: a parallel region costs a few microseconds when idle
 # and, on a busy machine, waits for the slowest thread's time slice (measured: 0.3-0.5 ms for a
 # 128 x 896 decode step under load, of 10-20 us work)
-GEMV_SERIAL = tuple(_make_gemv(kind, parallel=False) for kind in range(len(KIND_NAMES)))
+GEMV_SERIAL = tuple(gemv.serial for gemv in GEMV)
 SERIAL_WORK = 1 << 18  # weights x tokens below which a product runs serially
 
 

@@ -199,7 +199,7 @@ def test_serial_and_parallel_builds_have_cache_names_of_their_own():
     """numba's on-disk cache keys a kernel by its qualified name, not by ``parallel``: builds of
     one source that shared a name loaded each other's code (every product on one thread)."""
     pairs = [(Q.GEMV[k], Q.GEMV_SERIAL[k]) for k in range(len(Q.KIND_NAMES))]
-    pairs += [(Q.quantize_q8_0, Q._quantize_q8_0_serial), (Q.quantize_q8_k, Q._quantize_q8_k_serial)]
+    pairs += [(Q.quantize_q8_0, Q.quantize_q8_0.serial), (Q.quantize_q8_k, Q.quantize_q8_k.serial)]
     for parallel, serial in pairs:
         assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
         assert parallel.py_func.__qualname__ != serial.py_func.__qualname__
