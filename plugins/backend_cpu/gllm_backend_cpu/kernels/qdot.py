@@ -256,6 +256,14 @@ def _emit_row(e, kind, nt, P):
         dxs = e.load(d_col, b.mul(blk, P["xd_s0"]), vnf)  # the block's activation scales, nt tokens
         new_acc, new_macc = [], None
 
+        def group_dots(t, values, scales):
+            """A K block for token t: sum over its 8 groups of 32 of scale_g * (values_g . x), int32 lanes."""
+            sumi = None
+            for g in range(8):
+                y = e.load(x_rows[t], b.add(x_off, _c64(32 * g)), V32I8)
+                sumi = e.dot_ws(e.maddubs(values[g], y), scales[g], sumi)
+            return sumi
+
         if kind < 5:
             dw = e.half(wb, _c64(0))
             if kind == 4:
@@ -326,10 +334,7 @@ def _emit_row(e, kind, nt, P):
                     groups[g] = b.or_(groups[g], b.select(hit, _splat_const(V32I8, 16), zero))
             sumis, mps = [], []
             for t in range(nt):
-                sumi = None
-                for g in range(8):
-                    y = e.load(x_rows[t], b.add(x_off, _c64(32 * g)), V32I8)
-                    sumi = e.dot_ws(e.maddubs(groups[g], y), scales[g], sumi)
+                sumi = group_dots(t, groups, scales)
                 bs = e.load(bs_rows[t], b.mul(blk, _c64(32)), V16I16)
                 mp = e.madd(bs, mins)
                 if vec:
@@ -358,10 +363,7 @@ def _emit_row(e, kind, nt, P):
                     svecs.append(e.shuffle(S, None, [g0] * 8 + [g0 + 1] * 8))
             sumis = []
             for t in range(nt):
-                sumi = None
-                for i in range(8):
-                    y = e.load(x_rows[t], b.add(x_off, _c64(32 * i)), V32I8)
-                    sumi = e.dot_ws(e.maddubs(quads[i], y), svecs[i], sumi)
+                sumi = group_dots(t, quads, svecs)
                 bs = e.load(bs_rows[t], b.mul(blk, _c64(32)), V16I16)
                 sumi = b.sub(sumi, e.shl(e.madd(bs, S), 5))  # the -32 offset: 32 * sum_g sc_g * bsum_g
                 if vec:
