@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--types", default="q4_0,q4_1,q5_0,q8_0,q4_k,q5_k,q6_k")
     ap.add_argument("--tokens", default="1,2,4,8,16")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--packed-tokens", type=int, default=None,
+                    help="tokens from which q4_0/q5_0/q8_0 take the 8-row packed kernels (default: quant.PACKED_TOKENS; "
+                    "a large number: the per-row kernels only)")
     args = ap.parse_args()
     if args.isa:
         os.environ["GLLM_CPU_QUANT_ISA"] = args.isa
@@ -51,7 +54,8 @@ def main():
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     tokens = [int(t) for t in args.tokens.split(",")]
-    print(f"threads {args.threads}, load average {os.getloadavg()[0]:.2f}, isa {getattr(Q, 'ISA', 'n/a')}")
+    print(f"threads {args.threads}, load average {os.getloadavg()[0]:.2f}, isa {Q.native_isa()} "
+          f"(0 generic, 1 avx2, 2 vnni), packed from T={args.packed_tokens or Q.PACKED_TOKENS}")
     print("type   shape        " + "".join(f"  T={t:<3} ns/w" for t in tokens))
     empty = np.zeros(0, np.float32)
     for name in args.types.split(","):
@@ -60,6 +64,8 @@ def main():
                 continue
             w = weight(name, rows, cols, rng)
             k = Q.quant_linear_for(w)
+            if args.packed_tokens is not None:
+                k = Q.QuantLinear(w, packed_tokens=args.packed_tokens)
             line = f"{name:6} {rows}x{cols:<6}"
             for T in tokens:
                 x = rng.standard_normal((T, cols)).astype(np.float32)

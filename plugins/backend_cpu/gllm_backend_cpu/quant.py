@@ -27,6 +27,8 @@ import numpy as np
 from numba import prange
 
 from .kernels import qdot as _qdot
+from .kernels import qpack as _qpack
+from .kernels.qpack import qdot8
 from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, biased, native_isa, qdot  # noqa: F401
 from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
 from .kernels.twin import twins
@@ -199,7 +201,8 @@ def _finish(value, t, r, bias, act, out):
 
 # numba's cache knows this file's changes, not those of kernels/qdot.py, whose IR the kernels
 # inline: a digest of qdot.py is a closure value of every kernel, so that it is part of the key
-_QDOT_DIGEST = int.from_bytes(hashlib.sha256(Path(_qdot.__file__).read_bytes()).digest()[:7], "little")
+_QDOT_DIGEST = int.from_bytes(hashlib.sha256(Path(_qdot.__file__).read_bytes()
+                                             + Path(_qpack.__file__).read_bytes()).digest()[:7], "little")
 
 
 def _make_gemv(kind):
@@ -240,6 +243,44 @@ def _make_gemv(kind):
     return twins(**_TWINS)(gemv_q)
 
 
+def _make_gemv_packed(kind):
+    """``act(x @ W.T + b)`` over weights repacked 8 rows at a time (kernels/qpack.py): groups of
+    rows split between threads, each pass over a group serving up to 8 tokens."""
+    digest = _QDOT_DIGEST
+
+    def gemv_packed(p, isa, xq, xd, xc, bias, act, out):
+        if digest < 0:  # never: it only keys the cache
+            return
+        groups = p.shape[0]
+        T, n = xq.shape
+        nb = n // 32
+        tasks = (groups + GROUPS_PER_TASK - 1) // GROUPS_PER_TASK
+        rows = out.shape[1]
+        finish = bias.shape[0] == rows or act != ACT_NONE
+        for c in prange(tasks):
+            g0 = c * GROUPS_PER_TASK
+            g1 = min(groups, g0 + GROUPS_PER_TASK)
+            for tb in range(0, T, TOKENS_PER_PASS):
+                te = min(T, tb + TOKENS_PER_PASS)
+                for g in range(g0, g1):
+                    t = tb
+                    while t < te:
+                        left = te - t
+                        nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+                        qdot8(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
+                        t += nt
+            if finish:
+                for r in range(g0 * 8, g1 * 8):
+                    for t in range(T):
+                        _finish(out[t, r], t, r, bias, act, out)
+
+    return twins(**_TWINS)(gemv_packed)
+
+
+PACKED_TOKENS = 1  # from this many tokens on the packed kernels run (where the weight type has them)
+_NO_CORRECTION = np.zeros((1, 1), dtype=np.int32)  # xc of q8_0 off the VNNI path (unread)
+GROUPS_PER_TASK = 2  # groups of 8 rows per parallel task of the packed kernels
+GEMV_PACKED = {kind: _make_gemv_packed(kind) for kind in _qpack.KINDS}
 GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))
 # small products run on the calling thread: a parallel region costs a few microseconds when idle
 # and, on a busy machine, waits for the slowest thread's time slice (measured: 0.3-0.5 ms for a
@@ -383,13 +424,17 @@ KERNELS = {
 class QuantLinear:
     """``act(x @ W.T + b)`` for one block-quantized weight, resolved once at prepare time."""
 
-    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens", "serial_work")
+    __slots__ = ("weight", "data", "family", "kind", "fmt", "qkind", "isa", "few_tokens", "serial_work", "packed",
+                 "packed_tokens")
 
-    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS, serial_work: int = SERIAL_WORK):
+    def __init__(self, weight, isa: int | None = None, few_tokens: int = FEW_TOKENS, serial_work: int = SERIAL_WORK,
+                 packed_tokens: int = PACKED_TOKENS):
         """``isa`` forces an instruction path of kernels/qdot.py (ISA_GENERIC, ISA_AVX2, ISA_VNNI;
         capped at what the CPU has); default: the best one (or ``GLLM_CPU_QUANT_ISA``).
         ``few_tokens``: up to this many tokens the integer kernels run, more go to BLAS tiles;
-        below ``serial_work`` weights x tokens they run on the calling thread alone."""
+        below ``serial_work`` weights x tokens they run on the calling thread alone; from
+        ``packed_tokens`` tokens on, q4_0 / q5_0 / q8_0 weights with rows in eights take the
+        kernels of kernels/qpack.py over a repacked copy (made on first use)."""
         self.weight = weight
         self.family, self.kind, self.fmt = KERNELS[weight.quant.name]
         self.qkind = KIND_NAMES.index(weight.quant.name)
@@ -397,6 +442,9 @@ class QuantLinear:
         self.few_tokens = few_tokens
         self.serial_work = serial_work
         self.data = np.ascontiguousarray(weight.data)  # a view of the file when it already is
+        self.packed_tokens = packed_tokens if self.qkind in _qpack.KINDS and weight.rows % _qpack.ROWS == 0 \
+            else few_tokens + 1
+        self.packed = None
 
     def __call__(self, x: np.ndarray, bias, act: int, empty_bias: np.ndarray) -> np.ndarray:
         T = x.shape[0]
@@ -404,6 +452,8 @@ class QuantLinear:
         rows = self.weight.rows
         out = np.empty((T, rows), dtype=F32)
         b = empty_bias if bias is None else bias
+        if self.packed_tokens <= T <= self.few_tokens:
+            return self._packed(qs, d, b, act, out)
         if T <= self.few_tokens:
             if biased(self.qkind, self.isa):
                 np.bitwise_xor(qs.view(U8), U8(0x80), out=qs.view(U8))
@@ -435,6 +485,23 @@ class QuantLinear:
                 out[:, r0:r1] += corr @ mins[:r1 - r0].T
         if bias is not None or act != ACT_NONE:
             epilogue(out, b, act)
+        return out
+
+
+    def _packed(self, qs, d, bias, act, out):
+        if self.packed is None:  # the same bytes as the file's, eight rows interleaved
+            self.packed = _qpack.pack(self.qkind, self.data)
+        T, n = qs.shape
+        dt = np.ascontiguousarray(d.T)
+        off = _qpack.offset(self.qkind, self.isa)
+        if off:
+            sums = qs.reshape(T, n // 32, 32).sum(-1, dtype=np.int32)
+            xc = np.ascontiguousarray((sums * np.int32(-off)).T)
+        else:
+            xc = _NO_CORRECTION
+        gemv = GEMV_PACKED[self.qkind]
+        serial = self.weight.rows * self.weight.cols * T < self.serial_work
+        (gemv.serial if serial else gemv)(self.packed, self.isa, qs, dt, xc, bias, act, out)
         return out
 
 

@@ -149,6 +149,38 @@ def test_integer_kernels_on_every_path_and_token_count(name, path):
             assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens)
 
 
+@pytest.mark.parametrize("name", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("path", PATHS)
+def test_packed_kernels_on_every_path_and_token_count(name, path):
+    """The kernels over weights repacked 8 rows at a time (kernels/qpack.py) on each instruction
+    path: 1..20 tokens (passes of 8, 4, 2 and 1, a second pass of 16), groups split between
+    threads and on the calling thread alone, every activation sign and an all-zero block; the
+    same sums as the per-row kernels (which 45 rows, not a multiple of 8, still take)."""
+    from gllm_backend_cpu.kernels import qpack
+
+    rng = np.random.default_rng(len(name) * 11 + len(path))
+    cols = 352
+    w, deq = _weight(name, 56, cols, rng)
+    isa = PATHS[path]
+    for rows, serial_work in ((56, 0), (16, 1 << 30), (8, 0)):
+        sub = WeightMatrix(w.name, w.data[56 - rows:], name, (rows, cols), w.quant)
+        k = Q.QuantLinear(sub, isa=isa, few_tokens=32, serial_work=serial_work)
+        per_row = Q.QuantLinear(sub, isa=isa, few_tokens=32, packed_tokens=1 << 30)
+        for tokens in (1, 2, 3, 5, 8, 13, 20) if rows == 56 else (1, 9):
+            x = rng.standard_normal((tokens, cols)).astype(np.float32)
+            x[0, :32] = 0.0
+            bias = rng.standard_normal(rows).astype(np.float32)
+            out = k(x, bias, 0, np.zeros(0, np.float32))
+            expected, scale = _expected(sub, deq[56 - rows:], x, k.fmt, bias)
+            assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens)
+            assert np.max(np.abs(out - per_row(x, bias, 0, np.zeros(0, np.float32))) / scale) < 1e-6
+        assert k.packed is not None and k.packed.nbytes == sub.data.nbytes  # same bytes, 8 rows interleaved
+        assert per_row.packed is None
+    odd = Q.QuantLinear(WeightMatrix(w.name, w.data[:45], name, (45, cols), w.quant))
+    odd(rng.standard_normal((4, cols)).astype(np.float32), None, 0, np.zeros(0, np.float32))
+    assert odd.packed is None and qpack.KINDS == (0, 2, 4)
+
+
 def test_the_cpu_path_follows_the_cpu_and_the_environment(monkeypatch):
     from gllm_backend_cpu.kernels import qdot
     from gllm_core.errors import GllmError
@@ -200,6 +232,7 @@ def test_serial_and_parallel_builds_have_cache_names_of_their_own():
     one source that shared a name loaded each other's code (every product on one thread)."""
     pairs = [(Q.GEMV[k], Q.GEMV_SERIAL[k]) for k in range(len(Q.KIND_NAMES))]
     pairs += [(Q.quantize_q8_0, Q.quantize_q8_0.serial), (Q.quantize_q8_k, Q.quantize_q8_k.serial)]
+    pairs += [(g, g.serial) for g in Q.GEMV_PACKED.values()]
     for parallel, serial in pairs:
         assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
         assert parallel.py_func.__qualname__ != serial.py_func.__qualname__
