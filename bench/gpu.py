@@ -671,7 +671,14 @@ def main(argv=None):
     ours = bench_gllm(model, cfg, args)
     results["gllm"] = ours
     log(f"gllm: {json.dumps({k: round(v, 3) for k, v in ours.items() if not isinstance(v, list)})}  "
-        f"(mma: {backend.mma_status})")
+        f"(mma: {backend.mma_status}; prefill attention on the matrix units: {backend.attention_mma_status})")
+    # the matrix-unit kernels check themselves against the host at first use; on NVIDIA a failed
+    # check (the backend then falls back to slower kernels) fails this run
+    failed = [f"{what}: {st}" for what, st in (("GEMM", backend.mma_status),
+                                              ("attention", backend.attention_mma_status))
+              if backend.rt.nv_compute is not None and backend.rt.nv_compute >= (8, 0) and st != "ok"]
+    for f in failed:
+        log(f"FAILED matrix-unit self-check, {f}")
     for item in filter(None, args.ab.split(",")):
         restore = apply_setting(backend, item)
         a = argparse.Namespace(**vars(args))
@@ -749,6 +756,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=float)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

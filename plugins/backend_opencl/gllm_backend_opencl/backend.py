@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gllm_core.backend import Backend
+from gllm_core.backend import Backend, KVAttentionPlan
 from gllm_core.errors import BadRequestError, BackendUnavailableError
 from gllm_core.weights import WeightMatrix, WeightVector
 
@@ -83,6 +83,16 @@ class DeviceArray:
         return f"DeviceArray(shape={self.shape}, dtype={self.dtype}{form})"
 
 
+class OpenCLAttentionPlan(KVAttentionPlan):
+    """``kv_attention_plan``: checked once per forward pass, its index arrays on the device."""
+
+    __slots__ = ("tokens", "cu_q", "cu_k", "max_slot", "freqs", "pos_d", "write_d", "read_d", "freq_d")
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.freq_d = None
+
+
 class DeviceMatrix:
     """A prepared weight matrix: its stored bits on the device and the kernels that read them.
 
@@ -131,6 +141,61 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
+def _enqueue_function():
+    """``clEnqueueNDRangeKernel`` of the OpenCL library pyopencl is linked with, called through
+    ctypes with no event: pyopencl makes (and the caller drops) an event for every launch, which
+    costs NVIDIA's driver most of its ~12 us per enqueue. None where it cannot be found."""
+    import ctypes
+    import ctypes.util
+    import glob
+
+    import pyopencl
+
+    here = os.path.join(os.path.dirname(pyopencl.__file__), ".libs")
+    for path in sorted(glob.glob(os.path.join(here, "libOpenCL*"))) + [ctypes.util.find_library("OpenCL")]:
+        if not path:
+            continue
+        try:
+            fn = ctypes.CDLL(path).clEnqueueNDRangeKernel
+        except (OSError, AttributeError):
+            continue
+        vp, sz = ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)
+        fn.argtypes = [vp, vp, ctypes.c_uint, sz, sz, sz, ctypes.c_uint, vp, vp]
+        fn.restype = ctypes.c_int
+        return fn
+    return None
+
+
+class _EventlessKernel:
+    """A pyopencl kernel launched without an event: ``k(queue, global, local, *args)`` as with
+    pyopencl's own call (arguments set by pyopencl, the launch by ``clEnqueueNDRangeKernel``)."""
+
+    __slots__ = ("kernel", "name", "set_args", "ptr", "enqueue", "sizes")
+
+    def __init__(self, kernel, name: str, enqueue):
+        self.kernel, self.name, self.enqueue = kernel, name, enqueue
+        self.set_args = kernel.set_args
+        self.ptr = kernel.int_ptr
+        self.sizes: dict = {}  # (global, local) -> ctypes arrays
+
+    def __call__(self, queue, gs, ls, *args):
+        import ctypes
+
+        self.set_args(*args)
+        key = (gs, ls)
+        hit = self.sizes.get(key)
+        if hit is None:
+            n = len(gs)
+            arr = ctypes.c_size_t * n
+            hit = self.sizes[key] = (n, arr(*gs), None if ls is None else arr(*ls))
+        err = self.enqueue(queue.int_ptr, self.ptr, hit[0], None, hit[1], hit[2], 0, None, None)
+        if err:
+            raise BackendUnavailableError(f"OpenCL: launching {self.name} {gs} / {ls} failed (error {err})")
+
+    def __getattr__(self, attr):
+        return getattr(self.kernel, attr)
+
+
 class _Runtime:
     """One context, queue, memory pool and program cache per device, shared by every backend
     instance in the process (PoCL compiles on first use: compile once, reuse)."""
@@ -166,6 +231,10 @@ class _Runtime:
         self.deferred = None
         self.programs: dict = {}
         self.kernels: dict = {}
+        # launches without events (GLLM_OPENCL_EVENTLESS=0: pyopencl's own call; profiling needs events)
+        self.enqueue = None
+        if not profile and os.environ.get("GLLM_OPENCL_EVENTLESS", "1") != "0":
+            self.enqueue = _enqueue_function()
         self.max_group = int(device.max_work_group_size)
         self.local_mem = int(device.local_mem_size)
         self.compute_units = int(device.max_compute_units)
@@ -194,8 +263,11 @@ class _Runtime:
         key = (id(program), name)
         k = self.kernels.get(key)
         if k is None:
-            k = self.kernels[key] = self.cl.Kernel(program, name)
+            k = self.cl.Kernel(program, name)
             k.set_scalar_arg_dtypes(scalar_types)
+            if self.enqueue is not None:
+                k = _EventlessKernel(k, name, self.enqueue)
+            self.kernels[key] = k
         return k
 
 
@@ -209,8 +281,24 @@ MMA_VARIANTS = {
     "x16-2": (2, 2, 2, 8, 32), "x16-4": (4, 2, 2, 8, 32), "x16-4k64": (4, 2, 2, 8, 64),
     "x16-w64": (2, 2, 4, 8, 32), "x16-w64k64": (2, 2, 4, 8, 64), "x16-8x1": (2, 4, 4, 4, 32),
 }
-# measured on an H200 (bench/gpu.py --kernels gemm): k steps of 64 pay off only with one 16-bit x
-MMA_DEFAULT = {"exact": "x16-4", "fast": "x16-4k64"}
+# measured on an H200 (bench/gpu_sweep.py, 2026-11-29): the cp.async pipeline below, 128 x 128
+# tiles in 3 stages with one 16-bit x (68 ms of GEMM per 1024-token Qwen2.5-7B prefill, against 92
+# for x16-4k64), 64 x 256 in 2 stages with x as hi + lo (108 against 149 for x16-4); both need
+# 48 KiB of local memory: where a device has less, the register-staged shapes
+MMA_DEFAULT = {"exact": "cp64x256s2", "fast": "cp128x128s3"}
+MMA_FALLBACK = {"exact": "x16-4", "fast": "x16-4k64"}
+# the cp.async + ldmatrix pipeline (kernels/linear_mma_cp.cl): warps along M and N, mma tiles per
+# warp along M and N, stages; local memory: stages x (BM (x2 when exact) + BN) x 64 bytes
+MMA_CP_VARIANTS = {
+    "cp128x128s2": (2, 4, 4, 4, 2), "cp128x128s3": (2, 4, 4, 4, 3), "cp64x128s3": (2, 2, 2, 8, 3),
+    "cp64x128s4": (2, 2, 2, 8, 4), "cp128x256s2": (2, 4, 4, 8, 2), "cp256x128s2": (4, 2, 4, 8, 2),
+    "cp128x128w4s3": (2, 2, 4, 8, 3), "cp64x256s2": (2, 4, 2, 8, 2),
+}
+
+
+def mma_cp_local_bytes(variant: str, split: int) -> int:
+    wm, wn, mt, nl, st = MMA_CP_VARIANTS[variant]
+    return st * (16 * mt * wm * (1 + split) + 8 * nl * wn) * 64
 
 
 class OpenCLBackend(Backend):
@@ -285,6 +373,9 @@ class OpenCLBackend(Backend):
         self.attention_threads = 128  # work-items per attention work-group
         self.attention_bk = None  # keys per block (None: the largest that fits local memory)
         self.attention_split_blocks = 1  # key blocks per split-K piece at least
+        # prefill attention on NVIDIA's matrix units in precision "fast" (kernels/attention_mma.cl)
+        self.attention_mma = True
+        self.attention_mma_status = "not tried"
         # one-row RMSNorm computed by the next matrix-vector product (GLLM_OPENCL_FUSE_NORM=0: off)
         self.fuse_norm = os.environ.get("GLLM_OPENCL_FUSE_NORM", "1") != "0"
         self.norm_groups_per_cu = 6
@@ -655,13 +746,18 @@ class OpenCLBackend(Backend):
             self.mma_status = "no NVIDIA matrix units (sm_80+) on this device"
         else:
             split = int(self.precision == "exact")
-            try:
-                run = self._mma_launcher(code, split, variant)
-                self.mma_status = self._check_mma(run, code)
-                if self.mma_status != "ok":
+            tries = [variant] + ([MMA_FALLBACK[self.precision]] if self.mma_variant is None else [])
+            for v in tries:
+                try:
+                    run = self._mma_launcher(code, split, v)
+                    self.mma_status = self._check_mma(run, code)
+                    if self.mma_status != "ok":
+                        run = None
+                except BackendUnavailableError as exc:
+                    self.mma_status = f"build failed: {exc}"
                     run = None
-            except BackendUnavailableError as exc:
-                self.mma_status = f"build failed: {exc}"
+                if run is not None:
+                    break
         self._mma_kernels[key] = run
         return run
 
@@ -674,6 +770,8 @@ class OpenCLBackend(Backend):
             def run(x, w, b, y, t, n_in, n_out, has_bias, act):
                 k(q, (-(-n_out // 128) * 128, -(-t // 64)), (128, 1), w, x, b, y, t, n_in, n_out, has_bias, act)
             return run
+        if variant in MMA_CP_VARIANTS:
+            return self._mma_cp_launcher(code, split, variant)
         # 16-bit x made once per call; the GEMM's tile shape by name
         wm, wn, mt, nl, kb = MMA_VARIANTS[variant]
         prg = rt.program(["linear_mma.cl"], {"WDTYPE": code, "SPLIT_X": split, "WM": wm, "WN": wn, "MT": mt,
@@ -686,6 +784,28 @@ class OpenCLBackend(Backend):
         def run(x, w, b, y, t, n_in, n_out, has_bias, act):
             if n_in % kb:
                 return fallback(x, w, b, y, t, n_in, n_out, has_bias, act)
+            n2 = t * n_in // 2
+            hi = alloc(4 * n2)
+            lo = alloc(4 * n2) if split else hi
+            conv(q, (_round_up(n2, 256),), (256,), x, hi, lo, n2)
+            k(q, (-(-n_out // bn) * nt, -(-t // bm)), (nt, 1), w, hi, lo, b, y, t, n_in, n_out, has_bias, act)
+        return run
+
+    def _mma_cp_launcher(self, code: int, split: int, variant: str):
+        """The cp.async + ldmatrix pipeline GEMM (kernels/linear_mma_cp.cl) from 16-bit x."""
+        rt, q, i = self.rt, self.queue, _I32
+        if mma_cp_local_bytes(variant, split) > rt.local_mem:
+            raise BackendUnavailableError(f"GEMM variant {variant} needs more local memory than {rt.local_mem} bytes")
+        wm, wn, mt, nl, st = MMA_CP_VARIANTS[variant]
+        defines = {"WDTYPE": code, "SPLIT_X": split, "WM": wm, "WN": wn, "MT": mt, "NL": nl, "ST": st}
+        if rt.nv_compute is None:
+            defines["NO_PTX"] = 1  # compile check only (never launched off NVIDIA)
+        conv_defines = {"WDTYPE": code, "SPLIT_X": split, **({"NO_PTX": 1} if "NO_PTX" in defines else {})}
+        conv = rt.kernel(rt.program(["linear_mma.cl"], conv_defines), "to16", [B, B, B, i])
+        k = rt.kernel(rt.program(["linear_mma_cp.cl"], defines), "gemm_mma_cp", [B, B, B, B, B, i, i, i, i, i])
+        alloc, nt, bm, bn = self._alloc, 32 * wm * wn, 16 * mt * wm, 8 * nl * wn
+
+        def run(x, w, b, y, t, n_in, n_out, has_bias, act):
             n2 = t * n_in // 2
             hi = alloc(4 * n2)
             lo = alloc(4 * n2) if split else hi
@@ -1027,8 +1147,16 @@ class OpenCLBackend(Backend):
                 k = self._dense(k)
             if v.kind > 1:
                 v = self._dense(v)
+        return self._attend(q, k, v, rows, cu_q, cu_k, scale, causal, window, tq, hq, hkv, d, dv)
+
+    def _attend(self, q, k, v, rows, cu_q, cu_k, scale, causal, window, tq, hq, hkv, d, dv):
+        """attention's launch, its arguments checked (k and v read through ``rows`` when set)."""
         out = self._empty((tq, hq, dv))
         if tq == 0:
+            return out
+        if (self.precision == "fast" and self.attention_mma and d == dv and d % 16 == 0 and d <= 128
+                and tq >= 16 and (mk := self._attention_mma_kernel(d)) is not None):
+            self._attend_mma(mk, q, k, v, out, rows, cu_q, cu_k, scale, causal, window, hq, hkv)
             return out
         plan = self._attention_plan(cu_q, cu_k, hq, hkv, d, dv)
         attn, split_kernel, nt, nblocks, nsplit, split_len, bl, cq, ck = plan
@@ -1047,6 +1175,164 @@ class OpenCLBackend(Backend):
                 split_kernel(self.queue, (nblocks * nt, hkv, nsplit), (nt, 1, 1), q.buf, k.buf, v.buf, out.buf,
                              part_o, part_ml, *args, self._counters(nblocks * hkv))
         return out
+
+    # -- attention through the KV cache: RoPE, the cache writes and attention in two launches ----
+    def kv_attention_plan(self, positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq=None,
+                          rope_style="neox", rope_scale=1.0):
+        if rope_style not in ("neox", "interleaved"):
+            raise BadRequestError(f"kv_attention_plan: unknown rope style {rope_style!r} (neox or interleaved)")
+        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=_I32).reshape(-1)
+        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=_I32).reshape(-1)
+        pos = np.ascontiguousarray(positions, dtype=_I32).reshape(-1)
+        write = np.ascontiguousarray(write_slots, dtype=_I32).reshape(-1)
+        read = None if read_slots is None else np.ascontiguousarray(read_slots, dtype=_I32).reshape(-1)
+        tokens = int(cu_q[-1]) if cu_q.size else -1
+        lq, lk = np.diff(cu_q), np.diff(cu_k)
+        if (cu_q.size < 2 or cu_q.shape != cu_k.shape or cu_q[0] != 0 or cu_k[0] != 0 or np.any(lq < 0)
+                or np.any(lk < lq) or pos.shape[0] != tokens or write.shape[0] != tokens
+                or (read is None and not np.array_equal(cu_q, cu_k))
+                or (read is not None and read.shape[0] != cu_k[-1])):
+            raise BadRequestError("kv_attention_plan: positions, cu_seqlens and cache slots do not describe "
+                                  "the same packed sequences")
+        rows = write if read is None else read
+        if (write.size and int(write.min()) < 0) or (rows.size and int(rows.min()) < 0):
+            raise BadRequestError("kv_attention_plan: negative KV-cache slot")
+        plan = OpenCLAttentionPlan(positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq,
+                                   rope_style, rope_scale)
+        plan.tokens, plan.cu_q, plan.cu_k = tokens, cu_q, cu_k
+        plan.max_slot = max(int(write.max()) if write.size else -1, int(rows.max()) if rows.size else -1)
+        plan.freqs = None if inv_freq is None else np.ascontiguousarray(inv_freq, dtype=_F32).reshape(-1)
+        if tokens > 0:
+            plan.pos_d = self._const(pos)
+            plan.write_d = self._const(write)
+            plan.read_d = None if read is None else self._const(read)
+            plan.freq_d = None if plan.freqs is None or not plan.freqs.size else self._const(plan.freqs)
+        return plan
+
+    def kv_attention(self, q, k, v, k_cache, v_cache, plan, scale, window=None):
+        """One launch for RoPE of q and k with the cache writes of k and v (``rope_store``), one
+        for attention over the cache rows, when q and k are adjacent column views of one buffer (a
+        fused QKV product's output); otherwise the composed default."""
+        if (not isinstance(plan, OpenCLAttentionPlan) or plan.freq_d is None or plan.tokens <= 0
+                or q.kind != 1 or k.kind != 1 or v.kind > 1 or q.buf is not k.buf or q.stride != k.stride
+                or q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or k_cache.kind or v_cache.kind):
+            return super().kv_attention(q, k, v, k_cache, v_cache, plan, scale, window)
+        t, hq, d = q.shape
+        _, hkv, dk = k.shape
+        dv = v.shape[2]
+        if (t != plan.tokens or k.shape[0] != t or v.shape[:2] != k.shape[:2] or dk != d or hkv == 0
+                or k.offset != q.offset + hq * d):
+            return super().kv_attention(q, k, v, k_cache, v_cache, plan, scale, window)
+        if hq % hkv:
+            raise BadRequestError(f"kv_attention: {hq} query heads are not a multiple of {hkv} KV heads")
+        for name, cache, width in (("k_cache", k_cache, hkv * d), ("v_cache", v_cache, hkv * dv)):
+            if cache.ndim != 2 or cache.shape[1] != width or cache.shape[0] <= plan.max_slot:
+                raise BadRequestError(f"kv_attention: {name} {cache.shape} must be [slots, {width}] with a row for "
+                                      f"every slot (up to {plan.max_slot})")
+        if 2 * plan.freqs.shape[0] > d:
+            raise BadRequestError(f"kv_attention: {plan.freqs.shape[0]} rotary frequencies for heads of {d}")
+        if window is not None and window < 1:
+            raise BadRequestError(f"kv_attention: window must be at least 1, got {window}")
+        if self.rt.deferred is not None:
+            self._flush()
+        if self._readers:  # lazy reads of a cache must keep the values they were made with
+            for cache in (k_cache, v_cache):
+                for ref in self._readers.pop(id(cache.buf), ()):
+                    lazy = ref()
+                    if lazy is not None and lazy.buf is cache.buf:
+                        self._dense(lazy)
+        hd0, hd1 = hq * d, hkv * d
+        qr = self._empty((t, hq, d))
+        kr = self._empty((t, hkv, d))
+        vs, vo = (v.stride, v.offset) if v.kind == 1 else (hkv * dv, 0)
+        n = t * (hd0 + 2 * hd1 + hkv * dv)
+        with self._lock:
+            self._k_rope_store(self.queue, (_round_up(n, 256),), (256,), q.buf, qr.buf, kr.buf, plan.pos_d.buf,
+                               plan.freq_d.buf, d, plan.freqs.shape[0], float(plan.rope_scale),
+                               int(plan.rope_style == "interleaved"), hd0, hd1, t, q.stride, q.offset, k_cache.buf,
+                               v_cache.buf, plan.write_d.buf, v.buf, hkv * dv, vs, vo)
+        if plan.read_d is None:  # every sequence starts here: the new keys and values are all of them
+            return self._attend(qr, kr, v, None, plan.cu_q, plan.cu_k, scale, True, window, t, hq, hkv, d, dv)
+        kc = DeviceArray(k_cache.buf, (int(plan.cu_k[-1]), hkv, d))
+        vc = DeviceArray(v_cache.buf, (int(plan.cu_k[-1]), hkv, dv))
+        return self._attend(qr, kc, vc, plan.read_d, plan.cu_q, plan.cu_k, scale, True, window, t, hq, hkv, d, dv)
+
+    def _attend_mma(self, kern, q, k, v, out, rows, cu_q, cu_k, scale, causal, window, hq, hkv):
+        """Prefill attention on the matrix units (precision "fast"): 64 query rows of one head per
+        work-group (kernels/attention_mma.cl)."""
+        key = ("mma", cu_q.tobytes())
+        hit = self._plans.get(key)
+        if hit is None:
+            lq = np.diff(cu_q)
+            blocks = np.asarray([(b, r0) for b in range(len(lq)) for r0 in range(0, int(lq[b]), 64)],
+                                dtype=_I32).reshape(-1)
+            if len(self._plans) > 64:
+                self._plans.clear()
+            hit = self._plans[key] = (len(blocks) // 2, self._const(blocks), self._const(cu_q), self._const(cu_k))
+        nblocks, bl, cq, _ = hit
+        ck = self._const(cu_k)
+        d = q.shape[2]
+        qs, qo = (q.stride, q.offset) if q.kind == 1 else (hq * d, 0)
+        ks, ko = (k.stride, k.offset) if k.kind == 1 else (hkv * d, 0)
+        vs, vo = (v.stride, v.offset) if v.kind == 1 else (hkv * d, 0)
+        with self._lock:
+            kern(self.queue, (nblocks * 128, hq), (128, 1), q.buf, k.buf, v.buf, out.buf, bl.buf, cq.buf, ck.buf,
+                 float(scale), int(bool(causal)), int(window or 0), hq // hkv, hq, hkv, qs, qo, ks, ko, vs, vo,
+                 cq.buf if rows is None else rows.buf, int(rows is not None))
+
+    def _attention_mma_kernel(self, d: int):
+        """The matrix-unit prefill attention for head size d, or None where it cannot run (checked
+        once against the host on a small packed batch before it is trusted)."""
+        key = ("mma", d)
+        if key in self._attention_kernels:
+            return self._attention_kernels[key]
+        kern, rt = None, self.rt
+        if os.environ.get("GLLM_OPENCL_MMA", "1") == "0" or rt.nv_compute is None or rt.nv_compute < (8, 0):
+            self.attention_mma_status = "no NVIDIA matrix units (sm_80+) on this device"
+        else:
+            try:
+                prg = rt.program(["attention_mma.cl"], {"D": d})
+                i = _I32
+                kern = rt.kernel(prg, "attention_mma", [B, B, B, B, B, B, B, _F32, i, i, i, i, i, i, i, i, i, i, i,
+                                                        B, i])
+                self._attention_kernels[key] = kern  # (the check below goes through attention())
+                self.attention_mma_status = self._check_attention_mma(d)
+                if self.attention_mma_status != "ok":
+                    kern = None
+            except BackendUnavailableError as exc:
+                self.attention_mma_status = f"build failed: {exc}"
+                kern = None
+        self._attention_kernels[key] = kern
+        return kern
+
+    def _check_attention_mma(self, d: int) -> str:
+        rng = np.random.default_rng(0)
+        lens_q, lens_k, hq, hkv = (70, 33), (70, 90), 4, 2
+        cu_q = np.concatenate([[0], np.cumsum(lens_q)]).astype(_I32)
+        cu_k = np.concatenate([[0], np.cumsum(lens_k)]).astype(_I32)
+        q = rng.standard_normal((cu_q[-1], hq, d)).astype(_F32)
+        k = rng.standard_normal((cu_k[-1], hkv, d)).astype(_F32)
+        v = rng.standard_normal((cu_k[-1], hkv, d)).astype(_F32)
+        scale = d ** -0.5
+        worst = 0.0
+        for window in (None, 20):
+            got = self.download(self.attention(self.upload(q), self.upload(k), self.upload(v), cu_q, cu_k, scale, True,
+                                               window))
+            for b in range(2):
+                qb, kb, vb = q[cu_q[b]:cu_q[b + 1]], k[cu_k[b]:cu_k[b + 1]], v[cu_k[b]:cu_k[b + 1]]
+                lq, lk = len(qb), len(kb)
+                pos = np.arange(lq)[:, None] + lk - lq
+                kj = np.arange(lk)[None, :]
+                mask = kj <= pos
+                if window:
+                    mask &= kj > pos - window
+                for h in range(hq):
+                    sc = qb[:, h] @ kb[:, h // (hq // hkv)].T * scale
+                    sc = np.where(mask, sc, -np.inf)
+                    p = np.exp(sc - sc.max(-1, keepdims=True))
+                    ref = (p / p.sum(-1, keepdims=True)) @ vb[:, h // (hq // hkv)]
+                    worst = max(worst, float(np.max(np.abs(got[cu_q[b]:cu_q[b + 1], h] - ref))))
+        return "ok" if worst < 2e-2 else f"self-check failed (error {worst:.2g})"
 
     def _attention_plan(self, cu_q, cu_k, hq, hkv, d, dv):
         """Work-groups, split-K and the uploaded offsets of one batch layout: computed once per
