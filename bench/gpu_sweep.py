@@ -63,14 +63,24 @@ def host_launch(backend):
     sa = t(lambda: k.set_args(*args))
     k.set_args(*args)
     enq = t(lambda: cl.enqueue_nd_range_kernel(q, k, (32,), (32,)))
-    log(f"host per launch (20 args): full call {full:.2f} us, set_args {sa:.2f} us, enqueue only {enq:.2f} us")
+    from gllm_backend_opencl.backend import _enqueue_function, _EventlessKernel
+
+    ek = _EventlessKernel(k, "k", _enqueue_function())
+    ev = t(lambda: ek(q, (32,), (32,), *args))
+    log(f"host per launch (20 args): pyopencl call {full:.2f} us (set_args {sa:.2f} us, enqueue with its event "
+        f"{enq:.2f} us); eventless call {ev:.2f} us")
 
 
-def host_step(noop: bool):
+def host_step(noop: bool, eventless: bool = True):
     """ms of host time per decode step: 28 layers of tiny widths (the GPU's part is ~nothing)."""
     from gllm_backend_opencl import backend as cb
 
     saved = cb._Runtime.kernel
+    rt = next(iter(cb._Runtime._by_device.values()))
+    saved_enqueue = rt.enqueue
+    rt.kernels.clear()
+    if not eventless:
+        rt.enqueue = None
     if noop:
         class Noop:
             def __init__(self, k):
@@ -104,7 +114,8 @@ def host_step(noop: bool):
     finally:
         cb._Runtime.kernel = saved
         b._gemv_kernels.clear()
-        b.rt.kernels.clear()
+        rt.kernels.clear()
+        rt.enqueue = saved_enqueue
 
 
 def gemm(backend, variants):
@@ -201,9 +212,9 @@ def main(argv=None):
     parts = args.parts.split(",")
     if "host" in parts:
         host_launch(backend)
-        real, noop = host_step(False), host_step(True)
-        log(f"decode step, 28 tiny layers: {real:.3f} ms with the kernels, {noop:.3f} ms Python alone (kernel calls "
-            "made no-ops)")
+        real, plain, noop = host_step(False), host_step(False, False), host_step(True)
+        log(f"decode step, 28 tiny layers: {real:.3f} ms eventless launches, {plain:.3f} ms pyopencl's launches, "
+            f"{noop:.3f} ms Python alone (kernel calls made no-ops)")
     if "gemm" in parts:
         variants = args.variants.split(",") if args.variants else ["x16-4", "x16-4k64"] + list(MMA_CP_VARIANTS)
         gemm(backend, variants)

@@ -159,36 +159,45 @@ def _enqueue_function():
             fn = ctypes.CDLL(path).clEnqueueNDRangeKernel
         except (OSError, AttributeError):
             continue
-        vp, sz = ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)
-        fn.argtypes = [vp, vp, ctypes.c_uint, sz, sz, sz, ctypes.c_uint, vp, vp]
-        fn.restype = ctypes.c_int
+        fn.restype = ctypes.c_int  # no argtypes: the caller passes ctypes objects made once (half the call's cost)
         return fn
     return None
+
+
+_ZERO = __import__("ctypes").c_uint(0)
 
 
 class _EventlessKernel:
     """A pyopencl kernel launched without an event: ``k(queue, global, local, *args)`` as with
     pyopencl's own call (arguments set by pyopencl, the launch by ``clEnqueueNDRangeKernel``)."""
 
-    __slots__ = ("kernel", "name", "set_args", "ptr", "enqueue", "sizes")
+    __slots__ = ("kernel", "name", "set_args", "ptr", "enqueue", "sizes", "queue", "qptr")
 
     def __init__(self, kernel, name: str, enqueue):
-        self.kernel, self.name, self.enqueue = kernel, name, enqueue
-        self.set_args = kernel.set_args
-        self.ptr = kernel.int_ptr
-        self.sizes: dict = {}  # (global, local) -> ctypes arrays
-
-    def __call__(self, queue, gs, ls, *args):
         import ctypes
 
+        self.kernel, self.name, self.enqueue = kernel, name, enqueue
+        self.set_args = kernel.set_args
+        self.ptr = ctypes.c_void_p(kernel.int_ptr)
+        self.sizes: dict = {}  # (global, local) -> ctypes work dimensions and sizes
+        self.queue, self.qptr = None, None
+
+    def __call__(self, queue, gs, ls, *args):
         self.set_args(*args)
-        key = (gs, ls)
-        hit = self.sizes.get(key)
+        hit = self.sizes.get((gs, ls))
         if hit is None:
+            import ctypes
+
             n = len(gs)
             arr = ctypes.c_size_t * n
-            hit = self.sizes[key] = (n, arr(*gs), None if ls is None else arr(*ls))
-        err = self.enqueue(queue.int_ptr, self.ptr, hit[0], None, hit[1], hit[2], 0, None, None)
+            hit = self.sizes[(gs, ls)] = (ctypes.c_uint(n), arr(*gs), None if ls is None else arr(*ls))
+            if len(self.sizes) > 4096:
+                self.sizes.clear()
+        if queue is not self.queue:
+            import ctypes
+
+            self.queue, self.qptr = queue, ctypes.c_void_p(queue.int_ptr)
+        err = self.enqueue(self.qptr, self.ptr, hit[0], None, hit[1], hit[2], _ZERO, None, None)
         if err:
             raise BackendUnavailableError(f"OpenCL: launching {self.name} {gs} / {ls} failed (error {err})")
 

@@ -70,12 +70,12 @@ def test_matrix_unit_kernels_build():
     # NVIDIA sm_80+: the matrix-unit GEMM is built and passes its check against the host. Elsewhere
     # its source is still compiled (PTX stubbed out), so a syntax error cannot hide until a GPU run.
     b = OpenCLBackend()
-    from gllm_backend_opencl.backend import MMA_DEFAULT, MMA_VARIANTS
+    from gllm_backend_opencl.backend import MMA_FALLBACK, MMA_VARIANTS
 
     if b.rt.nv_compute is not None and b.rt.nv_compute >= (8, 0):
         assert b._mma(1) is not None and b.mma_status == "ok", b.mma_status
     else:
-        wm, wn, mt, nl, kb = MMA_VARIANTS[MMA_DEFAULT["exact"]]
+        wm, wn, mt, nl, kb = MMA_VARIANTS[MMA_FALLBACK["exact"]]  # (the cp.async kernels: test_mma_build.py)
         prg = b.rt.program(["linear_mma.cl"], {"WDTYPE": 1, "SPLIT_X": 1, "NO_PTX": 1, "WM": wm, "WN": wn,
                                                "MT": mt, "NL": nl, "KB": kb})
         assert {k.function_name for k in prg.all_kernels()} == {"gemm_mma", "gemm_mma16", "to16"}
