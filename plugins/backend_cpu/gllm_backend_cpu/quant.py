@@ -10,9 +10,11 @@ model). Each call quantizes the activations to int8 as llama.cpp's CPU backend d
     q4_K, q5_K, q6_K · q8_K   sum_b  d_x (d_w sc_g sum_j q_w q_x  -  dmin_w mn_g bsum_g)
 
 which are llama.cpp's numbers up to the order of the float32 additions (the integer sums are
-exact). Up to ``FEW_TOKENS`` tokens (decoding and prompts) take the integer-SIMD kernels
-of kernels/qdot.py (int8 activations, per-block integer dot products, each weight block unpacked
-once for up to 8 tokens, rows split between threads); more tokens dequantize a tile of rows at a time into scratch and multiply
+exact). Up to ``FEW_TOKENS`` tokens (decoding and prompts) take the integer-SIMD kernels: q4_0,
+q5_0, q8_0, q4_K and q6_K weights whose rows come in eights over a copy repacked 8 rows at a time
+on first use (kernels/qpack.py: the 8 rows in the lanes of one vector, float work once per block
+for all 8), the other kinds row by row (kernels/qdot.py); int8 activations, integer dot products,
+each weight block unpacked once for up to 8 tokens, rows split between threads; more tokens dequantize a tile of rows at a time into scratch and multiply
 it with the quantized-then-rescaled activations through BLAS, then add the ``s_x`` rounding
 correction of the q8_1 types, so a prompt gets the same sums at GEMM speed.
 """
@@ -28,7 +30,7 @@ from numba import prange
 
 from .kernels import qdot as _qdot
 from .kernels import qpack as _qpack
-from .kernels.qpack import qdot8
+from .kernels.qpack import qdot8, qdot8k
 from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, biased, native_isa, qdot  # noqa: F401
 from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
 from .kernels.twin import twins
@@ -277,10 +279,44 @@ def _make_gemv_packed(kind):
     return twins(**_TWINS)(gemv_packed)
 
 
+def _make_gemv_packed_k(kind):
+    """As ``_make_gemv_packed`` for the packed K kinds (256-weight super-blocks)."""
+    digest = _QDOT_DIGEST
+
+    def gemv_packed_k(p, isa, xq, xd, xb, bias, act, out):
+        if digest < 0:  # never: it only keys the cache
+            return
+        groups = p.shape[0]
+        T, n = xq.shape
+        nb = n // 256
+        tasks = (groups + GROUPS_PER_TASK - 1) // GROUPS_PER_TASK
+        rows = out.shape[1]
+        finish = bias.shape[0] == rows or act != ACT_NONE
+        for c in prange(tasks):
+            g0 = c * GROUPS_PER_TASK
+            g1 = min(groups, g0 + GROUPS_PER_TASK)
+            for tb in range(0, T, TOKENS_PER_PASS):
+                te = min(T, tb + TOKENS_PER_PASS)
+                for g in range(g0, g1):
+                    t = tb
+                    while t < te:
+                        left = te - t
+                        nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
+                        qdot8k(kind, isa, nt, p, g, xq, xd, xb, t, nb, out)
+                        t += nt
+            if finish:
+                for r in range(g0 * 8, g1 * 8):
+                    for t in range(T):
+                        _finish(out[t, r], t, r, bias, act, out)
+
+    return twins(**_TWINS)(gemv_packed_k)
+
+
 PACKED_TOKENS = 1  # from this many tokens on the packed kernels run (where the weight type has them)
 _NO_CORRECTION = np.zeros((1, 1), dtype=np.int32)  # xc of q8_0 off the VNNI path (unread)
 GROUPS_PER_TASK = 2  # groups of 8 rows per parallel task of the packed kernels
 GEMV_PACKED = {kind: _make_gemv_packed(kind) for kind in _qpack.KINDS}
+GEMV_PACKED.update({kind: _make_gemv_packed_k(kind) for kind in _qpack.KINDS_K})
 GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))
 # small products run on the calling thread: a parallel region costs a few microseconds when idle
 # and, on a busy machine, waits for the slowest thread's time slice (measured: 0.3-0.5 ms for a
@@ -442,7 +478,8 @@ class QuantLinear:
         self.few_tokens = few_tokens
         self.serial_work = serial_work
         self.data = np.ascontiguousarray(weight.data)  # a view of the file when it already is
-        self.packed_tokens = packed_tokens if self.qkind in _qpack.KINDS and weight.rows % _qpack.ROWS == 0 \
+        packable = self.qkind in _qpack.KINDS or self.qkind in _qpack.KINDS_K
+        self.packed_tokens = packed_tokens if packable and weight.rows % _qpack.ROWS == 0 \
             else few_tokens + 1
         self.packed = None
 
@@ -453,7 +490,7 @@ class QuantLinear:
         out = np.empty((T, rows), dtype=F32)
         b = empty_bias if bias is None else bias
         if self.packed_tokens <= T <= self.few_tokens:
-            return self._packed(qs, d, b, act, out)
+            return self._packed(qs, d, sums, b, act, out)
         if T <= self.few_tokens:
             if biased(self.qkind, self.isa):
                 np.bitwise_xor(qs.view(U8), U8(0x80), out=qs.view(U8))
@@ -488,19 +525,24 @@ class QuantLinear:
         return out
 
 
-    def _packed(self, qs, d, bias, act, out):
-        if self.packed is None:  # the same bytes as the file's, eight rows interleaved
-            self.packed = _qpack.pack(self.qkind, self.data)
+    def _packed(self, qs, d, sums, bias, act, out):
+        if self.packed is None:  # the file's blocks, eight rows interleaved
+            k = self.family == "k"
+            self.packed = (_qpack.pack_k if k else _qpack.pack)(self.qkind, self.data)
         T, n = qs.shape
         dt = np.ascontiguousarray(d.T)
+        gemv = GEMV_PACKED[self.qkind]
+        serial = self.weight.rows * self.weight.cols * T < self.serial_work
+        if self.family == "k":
+            xb = sums if self.qkind == 7 else sums.reshape(T, n // 32, 2).sum(-1, dtype=np.int16)
+            (gemv.serial if serial else gemv)(self.packed, self.isa, qs, dt, xb, bias, act, out)
+            return out
         off = _qpack.offset(self.qkind, self.isa)
         if off:
             sums = qs.reshape(T, n // 32, 32).sum(-1, dtype=np.int32)
             xc = np.ascontiguousarray((sums * np.int32(-off)).T)
         else:
             xc = _NO_CORRECTION
-        gemv = GEMV_PACKED[self.qkind]
-        serial = self.weight.rows * self.weight.cols * T < self.serial_work
         (gemv.serial if serial else gemv)(self.packed, self.isa, qs, dt, xc, bias, act, out)
         return out
 

@@ -149,7 +149,7 @@ def test_integer_kernels_on_every_path_and_token_count(name, path):
             assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens)
 
 
-@pytest.mark.parametrize("name", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("name", ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"])
 @pytest.mark.parametrize("path", PATHS)
 def test_packed_kernels_on_every_path_and_token_count(name, path):
     """The kernels over weights repacked 8 rows at a time (kernels/qpack.py) on each instruction
@@ -159,7 +159,7 @@ def test_packed_kernels_on_every_path_and_token_count(name, path):
     from gllm_backend_cpu.kernels import qpack
 
     rng = np.random.default_rng(len(name) * 11 + len(path))
-    cols = 352
+    cols = 768 if name in K_TYPES else 352
     w, deq = _weight(name, 56, cols, rng)
     isa = PATHS[path]
     for rows, serial_work in ((56, 0), (16, 1 << 30), (8, 0)):
@@ -174,11 +174,12 @@ def test_packed_kernels_on_every_path_and_token_count(name, path):
             expected, scale = _expected(sub, deq[56 - rows:], x, k.fmt, bias)
             assert np.max(np.abs(out - expected) / scale) < 1e-6, (rows, tokens)
             assert np.max(np.abs(out - per_row(x, bias, 0, np.zeros(0, np.float32))) / scale) < 1e-6
-        assert k.packed is not None and k.packed.nbytes == sub.data.nbytes  # same bytes, 8 rows interleaved
+        size = qpack.GROUP_SIZE_K[k.qkind] * cols // 256 if name in K_TYPES else sub.data.nbytes * 8 // rows
+        assert k.packed is not None and k.packed.nbytes == size * rows // 8  # 8 rows interleaved
         assert per_row.packed is None
     odd = Q.QuantLinear(WeightMatrix(w.name, w.data[:45], name, (45, cols), w.quant))
     odd(rng.standard_normal((4, cols)).astype(np.float32), None, 0, np.zeros(0, np.float32))
-    assert odd.packed is None and qpack.KINDS == (0, 2, 4)
+    assert odd.packed is None and qpack.KINDS == (0, 2, 4) and qpack.KINDS_K == (5, 7)
 
 
 def test_the_cpu_path_follows_the_cpu_and_the_environment(monkeypatch):

@@ -236,3 +236,258 @@ def qdot8(typingctx, kind, isa, nt, p, g, xq, xd, xc, t0, nb, out):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# -- K quants: super-blocks of 256 weights -----------------------------------------------------------
+# A super-block is 8 groups of 32 weights; a group is 8 vectors laid out as above (vector j: weights
+# 4j..4j+3 of the group, for each of the 8 rows). Per group of 8 rows and super-block:
+#
+#   q4_K  8 f16 d | 8 f16 dmin | 8 x 8 u8 scales (group-major) | 4 x 8 x 2 i16 mins (pairs of
+#         groups, row-major within a pair) | 8 x 4 x 32 B nibbles                     = 1248 B
+#   q6_K  8 f16 d | 16 x 8 i8 scales (16-weight sub-groups) | 8 x 4 x 32 B nibbles |
+#         8 x 2 x 32 B high bit pairs (byte m, bits 2k..2k+1: vector 4a + k)       = 1680 B
+#
+# q4_K's mins term (dmin * sum_g min_g * sum x over group g) takes one vpdpwssd per pair of groups
+# with the activations' 32-sums (``xb``: int16, T x n / 32); q6_K's -32 offset starts each
+# sub-group's sum at -32 times its 16-sum (``xb``: q8_K's int16 sums, T x n / 16).
+
+KINDS_K = (5, 7)  # q4_K, q6_K
+GROUP_SIZE_K = {5: 1248, 7: 1680}
+ORIGINAL_SIZE_K = {5: 144, 7: 210}
+
+
+def _k4_scales_mins(s):
+    """The 6-bit scales and mins of q4_K / q5_K super-blocks from their 12 bytes (..., 12)."""
+    s = s.astype(np.uint8)
+    sc = np.empty(s.shape[:-1] + (8,), dtype=np.uint8)
+    mn = np.empty_like(sc)
+    sc[..., :4] = s[..., 0:4] & 63
+    mn[..., :4] = s[..., 4:8] & 63
+    sc[..., 4:] = (s[..., 8:12] & 15) | ((s[..., 0:4] >> 6) << 4)
+    mn[..., 4:] = (s[..., 8:12] >> 4) | ((s[..., 4:8] >> 6) << 4)
+    return sc, mn
+
+
+def _vectors(q, g, nb):
+    """Weights (g, row, nb, 256) in super-block order → (g, nb, 8 groups, 8 vectors, 32 bytes)."""
+    return q.reshape(g, ROWS, nb, 8, 8, 4).transpose(0, 2, 3, 4, 1, 5).reshape(g, nb, 8, 8, 32)
+
+
+def pack_k(kind: int, data: np.ndarray) -> np.ndarray:
+    """GGML q4_K / q6_K super-blocks (rows x bytes, rows a multiple of 8) → the packed groups."""
+    rows, nbytes = data.shape
+    nb = nbytes // ORIGINAL_SIZE_K[kind]
+    g = rows // ROWS
+    blocks = np.asarray(data).reshape(g, ROWS, nb, ORIGINAL_SIZE_K[kind])
+
+    def per_row(a):  # (g, row, nb, k...) → (g, nb, k..., row) flattened to bytes
+        a = np.moveaxis(a, 1, -1)
+        return np.ascontiguousarray(a).view(np.uint8).reshape(g, nb, -1)
+
+    if kind == 5:
+        d = per_row(blocks[..., 0:2].copy().view(np.uint16)[..., 0])
+        dmin = per_row(blocks[..., 2:4].copy().view(np.uint16)[..., 0])
+        sc, mn = _k4_scales_mins(blocks[..., 4:16])
+        mins = mn.astype(np.int16).reshape(g, ROWS, nb, 4, 2).transpose(0, 2, 3, 1, 4)
+        qs = blocks[..., 16:144].reshape(g, ROWS, nb, 4, 32)
+        q = np.stack([qs & 15, qs >> 4], axis=4).reshape(g, ROWS, nb, 256)  # group 2k: low, 2k+1: high
+        vecs = _vectors(q, g, nb)
+        low = vecs
+        parts = [d, dmin, per_row(sc), np.ascontiguousarray(mins).view(np.uint8).reshape(g, nb, -1)]
+    else:
+        d = per_row(blocks[..., 208:210].copy().view(np.uint16)[..., 0])
+        sc = per_row(blocks[..., 192:208].view(np.int8))
+        ql = blocks[..., 0:128].reshape(g, ROWS, nb, 2, 2, 32)  # (h, p & 1, i)
+        qh = blocks[..., 128:192].reshape(g, ROWS, nb, 2, 1, 32)  # (h, -, i)
+        q = np.empty((g, ROWS, nb, 2, 4, 32), dtype=np.uint8)  # weight 128h + 32p + i
+        for p in range(4):
+            q[..., p, :] = ((ql[..., p & 1, :] >> (4 * (p >> 1))) & 15) | (((qh[..., 0, :] >> (2 * p)) & 3) << 4)
+        vecs = _vectors(q.reshape(g, ROWS, nb, 256), g, nb)
+        low = vecs & 15
+        high = np.zeros((g, nb, 8, 2, 32), dtype=np.uint8)
+        for j in range(8):
+            high[:, :, :, j // 4] |= ((vecs[:, :, :, j] >> 4) & 3) << (2 * (j % 4))
+        parts = [d, sc]
+    parts.append((low[:, :, :, :4] | (low[:, :, :, 4:] << 4)).reshape(g, nb, 1024))
+    if kind == 7:
+        parts.append(high.reshape(g, nb, 512))
+    out = np.concatenate(parts, axis=-1)
+    assert out.shape[-1] == GROUP_SIZE_K[kind]
+    return np.ascontiguousarray(out.reshape(g, nb * GROUP_SIZE_K[kind]))
+
+
+def _emit_group_k(e, kind, nt, P):
+    """The loop over the super-blocks of one group of 8 rows for nt tokens, and the stores."""
+    b = e.b
+    gsize = GROUP_SIZE_K[kind]
+    nb = P["nb"]
+    base = e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))
+    t_index = [b.add(P["t0"], _c64(t)) for t in range(nt)]
+    x_rows = [e.ptr(P["xq"], b.mul(ti, P["xq_s0"])) for ti in t_index]
+    b_rows = [e.ptr(P["xb"], b.mul(ti, P["xb_s0"])) for ti in t_index]
+    i32t, i16t = ir.IntType(32), ir.IntType(16)
+    v8i8 = ir.VectorType(ir.IntType(8), 8)
+    v8i16 = ir.VectorType(i16t, 8)
+    chains = 4 if nt <= 2 else 2
+    nib0 = 224 if kind == 5 else 144
+
+    def halves8(gb, off):
+        bits = e.load(gb, _c64(off), v8i16)
+        if _HARDWARE_HALF:
+            return b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 8)), V8F32)
+        v = ir.Constant(V8F32, ir.Undefined)
+        for i in range(8):
+            lane = ir.Constant(i32t, i)
+            v = b.insert_element(v, half_to_float(b, b.extract_element(bits, lane)), lane)
+        return v
+
+    def group_vectors(gb, grp):
+        """Group grp's 8 weight vectors (grp an i64 value: the group loop is a real loop, so that
+        the code of a super-block stays small enough for the CPU's decoded-instruction cache)."""
+        nib_at = b.add(_c64(nib0), b.mul(grp, _c64(128)))
+        nib = [e.load(gb, b.add(nib_at, _c64(32 * a)), V32I8) for a in range(4)]
+        vs = [e.and_(n, 15) for n in nib] + [e.and_(e.lshr(n, 4), 15) for n in nib]
+        if kind == 7:
+            high_at = b.add(_c64(1168), b.mul(grp, _c64(64)))
+            hs = [e.load(gb, b.add(high_at, _c64(32 * a)), V32I8) for a in range(2)]
+            for j in range(8):
+                h = hs[j // 4]
+                k = j % 4
+                bits = e.and_(e.lshr(h, 2 * k) if k else h, 3)
+                vs[j] = b.or_(vs[j], e.shl(bits, 4))
+        return vs
+
+    def dot(t, vs, xoff, start):
+        accs = [start] + [None] * (chains - 1)
+        for n, v in enumerate(vs):
+            x4 = e.load(x_rows[t], b.add(xoff, _c64(4 * n)), i32t)
+            c = n % chains
+            accs[c] = e.dot_us(v, b.bitcast(e.splat(x4, V8I32), V32I8), accs[c])
+        total = accs[0]
+        for a in accs[1:]:
+            if a is not None:
+                total = b.add(total, a)
+        return total
+
+    def scale_vector(gb, off):
+        raw = e.load(gb, off, v8i8)
+        return b.zext(raw, V8I32) if kind == 5 else b.sext(raw, V8I32)
+
+    zero = ir.Constant(V8F32, None)
+    izero = ir.Constant(V8I32, None)
+    entry = b.block
+    loop = b.append_basic_block("qpackk_loop")
+    gloop = b.append_basic_block("qpackk_groups")
+    gdone = b.append_basic_block("qpackk_sums")
+    done = b.append_basic_block("qpackk_done")
+    b.cbranch(b.icmp_signed(">", nb, _c64(0)), loop, done)
+    b.position_at_end(loop)
+    blk = b.phi(ir.IntType(64))
+    accs = [b.phi(V8F32) for _ in range(nt)]
+    gb = e.ptr(base, b.mul(blk, _c64(gsize)))
+    xblk = b.mul(blk, _c64(256))
+    b.branch(gloop)
+    b.position_at_end(gloop)
+    grp = b.phi(ir.IntType(64))
+    sumi_in = [b.phi(V8I32) for _ in range(nt)]
+    sumi = list(sumi_in)
+    vs = group_vectors(gb, grp)
+    xgrp = b.add(xblk, b.mul(grp, _c64(32)))
+    if kind == 5:
+        sc = scale_vector(gb, b.add(_c64(32), b.mul(grp, _c64(8))))
+        for t in range(nt):
+            sumi[t] = b.add(sumi[t], b.mul(dot(t, vs, xgrp, None), sc))
+    else:
+        for half in range(2):
+            sub = b.add(b.mul(grp, _c64(2)), _c64(half))
+            sc = scale_vector(gb, b.add(_c64(16), b.mul(sub, _c64(8))))
+            for t in range(nt):
+                bs = b.sext(e.load(b_rows[t], b.mul(b.add(b.mul(blk, _c64(16)), sub), _c64(2)), i16t), i32t)
+                start = e.splat(b.mul(bs, ir.Constant(i32t, -32)), V8I32)
+                prod = b.mul(dot(t, vs[4 * half:4 * half + 4], b.add(xgrp, _c64(16 * half)), start), sc)
+                sumi[t] = b.add(sumi[t], prod)
+    gnext = b.add(grp, _c64(1))
+    gend = b.block
+    b.cbranch(b.icmp_signed("<", gnext, _c64(8)), gloop, gdone)
+    grp.add_incoming(_c64(0), loop)
+    grp.add_incoming(gnext, gend)
+    for t in range(nt):
+        sumi_in[t].add_incoming(izero, loop)
+        sumi_in[t].add_incoming(sumi[t], gend)
+    b.position_at_end(gdone)
+    d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
+    dw = halves8(gb, 0)
+    new = []
+    if kind == 5:
+        dmin = b.fneg(halves8(gb, 16))
+        mins = [b.bitcast(e.load(gb, _c64(96 + 32 * p), V8I32), V16I16) for p in range(4)]
+    for t in range(nt):
+        dx = e.splat(e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType()), V8F32)
+        acc = e.fma(b.fmul(dw, dx), b.sitofp(sumi[t], V8F32), accs[t])
+        if kind == 5:
+            summ = None
+            for p in range(4):  # the 32-sums of groups 2p and 2p + 1, one i32 load
+                pair = e.load(b_rows[t], b.mul(b.add(b.mul(blk, _c64(8)), _c64(2 * p)), _c64(2)), i32t)
+                summ = e.dot_ws(mins[p], b.bitcast(e.splat(pair, V8I32), V16I16), summ)
+            acc = e.fma(b.fmul(dmin, dx), b.sitofp(summ, V8F32), acc)
+        new.append(acc)
+    nxt = b.add(blk, _c64(1))
+    end = b.block
+    b.cbranch(b.icmp_signed("<", nxt, nb), loop, done)
+    blk.add_incoming(_c64(0), entry)
+    blk.add_incoming(nxt, end)
+    for t in range(nt):
+        accs[t].add_incoming(zero, entry)
+        accs[t].add_incoming(new[t], end)
+    b.position_at_end(done)
+    finals = []
+    for t in range(nt):  # every phi first
+        ph = b.phi(V8F32)
+        ph.add_incoming(zero, entry)
+        ph.add_incoming(new[t], end)
+        finals.append(ph)
+    col = b.mul(P["g"], _c64(4 * ROWS))
+    for t in range(nt):
+        addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
+        b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), V8F32.as_pointer()), align=4)
+
+
+@intrinsic
+def qdot8k(typingctx, kind, isa, nt, p, g, xq, xd, xb, t0, nb, out):
+    """``qdot8k(kind, isa, nt, p, g, xq, xd, xb, t0, nb, out)``: as ``qdot8`` for the packed K
+    kinds (``pack_k``) over ``nb`` super-blocks: ``xd`` the q8_K scales as (super-blocks, T);
+    ``xb`` int16 sums per 32 (q4_K) or per 16 (q6_K) as (T, sums)."""
+    if not isinstance(kind, types.IntegerLiteral) or kind.literal_value not in KINDS_K:
+        return None
+    kind_value = kind.literal_value
+    if not all(isinstance(t, types.Integer) for t in (isa, nt, g, t0, nb)):
+        return None
+    sig = types.void(kind, isa, nt, p, g, xq, xd, xb, t0, nb, out)
+
+    def codegen(context, builder, signature, args):
+        def as_i64(i):
+            value, ty = args[i], signature.args[i]
+            if ty.bitwidth == 64:
+                return value
+            return builder.sext(value, ir.IntType(64)) if ty.signed else builder.zext(value, ir.IntType(64))
+
+        P = {}
+        for name, i in (("p", 3), ("xq", 5), ("xd", 6), ("xb", 7), ("out", 10)):
+            arr = context.make_array(signature.args[i])(context, builder, args[i])
+            P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+            P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
+        P["g"], P["t0"], P["nb"] = as_i64(4), as_i64(8), as_i64(9)
+        key = builder.add(builder.mul(as_i64(1), _c64(16)), as_i64(2))
+        finish = builder.append_basic_block("qpackk_end")
+        switch = builder.switch(key, finish)
+        for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
+            for n in TOKEN_CHUNKS:
+                case = builder.append_basic_block(f"qpackk_{isa_value}_{n}")
+                switch.add_case(_c64(isa_value * 16 + n), case)
+                builder.position_at_end(case)
+                _emit_group_k(_Emit(builder, min(isa_value, HOST_ISA)), kind_value, n, P)
+                builder.branch(finish)
+        builder.position_at_end(finish)
+        return context.get_dummy_value()
+
+    return sig, codegen
