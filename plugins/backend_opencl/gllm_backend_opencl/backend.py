@@ -86,7 +86,7 @@ class DeviceArray:
 class OpenCLAttentionPlan(KVAttentionPlan):
     """``kv_attention_plan``: checked once per forward pass, its index arrays on the device."""
 
-    __slots__ = ("tokens", "cu_q", "cu_k", "max_slot", "freqs", "pos_d", "write_d", "read_d", "freq_d")
+    __slots__ = ("tokens", "cu_q", "cu_k", "max_slot", "freqs", "pos_d", "write_d", "read_d", "freq_d", "attn")
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -495,6 +495,8 @@ class OpenCLBackend(Backend):
                 for key in [k for k, v in readers.items() if all(r() is None for r in v)]:
                     del readers[key]
             lst = readers[id(y.buf)] = []
+        elif len(lst) >= 32:  # a pooled buffer read again and again: drop the references that died
+            lst[:] = [r for r in lst if r() is not None]
         lst.append(weakref.ref(y))
 
     def _flush(self) -> None:
@@ -1158,16 +1160,18 @@ class OpenCLBackend(Backend):
                 v = self._dense(v)
         return self._attend(q, k, v, rows, cu_q, cu_k, scale, causal, window, tq, hq, hkv, d, dv)
 
-    def _attend(self, q, k, v, rows, cu_q, cu_k, scale, causal, window, tq, hq, hkv, d, dv):
-        """attention's launch, its arguments checked (k and v read through ``rows`` when set)."""
+    def _attend(self, q, k, v, rows, cu_q, cu_k, scale, causal, window, tq, hq, hkv, d, dv, store=None):
+        """attention's launch, its arguments checked (k and v read through ``rows`` when set).
+        ``store``: where the batch layout's plans live (a kv_attention plan's own dict, freed with
+        it), instead of the backend's cache by content."""
         out = self._empty((tq, hq, dv))
         if tq == 0:
             return out
         if (self.precision == "fast" and self.attention_mma and d == dv and d % 16 == 0 and d <= 128
                 and tq >= 16 and (mk := self._attention_mma_kernel(d)) is not None):
-            self._attend_mma(mk, q, k, v, out, rows, cu_q, cu_k, scale, causal, window, hq, hkv)
+            self._attend_mma(mk, q, k, v, out, rows, cu_q, cu_k, scale, causal, window, hq, hkv, store)
             return out
-        plan = self._attention_plan(cu_q, cu_k, hq, hkv, d, dv)
+        plan = self._attention_plan(cu_q, cu_k, hq, hkv, d, dv, store)
         attn, split_kernel, nt, nblocks, nsplit, split_len, bl, cq, ck = plan
         qs, qo = (q.stride, q.offset) if q.kind == 1 else (hq * d, 0)
         ks, ko = (k.stride, k.offset) if k.kind == 1 else (hkv * d, 0)
@@ -1211,10 +1215,11 @@ class OpenCLBackend(Backend):
         plan.tokens, plan.cu_q, plan.cu_k = tokens, cu_q, cu_k
         plan.max_slot = max(int(write.max()) if write.size else -1, int(rows.max()) if rows.size else -1)
         plan.freqs = None if inv_freq is None else np.ascontiguousarray(inv_freq, dtype=_F32).reshape(-1)
-        if tokens > 0:
-            plan.pos_d = self._const(pos)
-            plan.write_d = self._const(write)
-            plan.read_d = None if read is None else self._const(read)
+        plan.attn = {}  # attention's work-group layout, made by the first layer, freed with the plan
+        if tokens > 0:  # uploaded once per forward pass (every layer reads them), freed with the plan
+            plan.pos_d = self.upload(pos)
+            plan.write_d = self.upload(write)
+            plan.read_d = None if read is None else self.upload(read)
             plan.freq_d = None if plan.freqs is None or not plan.freqs.size else self._const(plan.freqs)
         return plan
 
@@ -1261,25 +1266,27 @@ class OpenCLBackend(Backend):
                                int(plan.rope_style == "interleaved"), hd0, hd1, t, q.stride, q.offset, k_cache.buf,
                                v_cache.buf, plan.write_d.buf, v.buf, hkv * dv, vs, vo)
         if plan.read_d is None:  # every sequence starts here: the new keys and values are all of them
-            return self._attend(qr, kr, v, None, plan.cu_q, plan.cu_k, scale, True, window, t, hq, hkv, d, dv)
+            return self._attend(qr, kr, v, None, plan.cu_q, plan.cu_k, scale, True, window, t, hq, hkv, d, dv,
+                                plan.attn)
         kc = DeviceArray(k_cache.buf, (int(plan.cu_k[-1]), hkv, d))
         vc = DeviceArray(v_cache.buf, (int(plan.cu_k[-1]), hkv, dv))
-        return self._attend(qr, kc, vc, plan.read_d, plan.cu_q, plan.cu_k, scale, True, window, t, hq, hkv, d, dv)
+        return self._attend(qr, kc, vc, plan.read_d, plan.cu_q, plan.cu_k, scale, True, window, t, hq, hkv, d, dv,
+                            plan.attn)
 
-    def _attend_mma(self, kern, q, k, v, out, rows, cu_q, cu_k, scale, causal, window, hq, hkv):
+    def _attend_mma(self, kern, q, k, v, out, rows, cu_q, cu_k, scale, causal, window, hq, hkv, store=None):
         """Prefill attention on the matrix units (precision "fast"): 64 query rows of one head per
         work-group (kernels/attention_mma.cl)."""
-        key = ("mma", cu_q.tobytes())
-        hit = self._plans.get(key)
+        key = ("mma", cu_q.tobytes(), cu_k.tobytes())
+        cache, up = (self._plans, self._const) if store is None else (store, self.upload)
+        hit = cache.get(key)
         if hit is None:
             lq = np.diff(cu_q)
             blocks = np.asarray([(b, r0) for b in range(len(lq)) for r0 in range(0, int(lq[b]), 64)],
                                 dtype=_I32).reshape(-1)
-            if len(self._plans) > 64:
+            if store is None and len(self._plans) > 64:
                 self._plans.clear()
-            hit = self._plans[key] = (len(blocks) // 2, self._const(blocks), self._const(cu_q), self._const(cu_k))
-        nblocks, bl, cq, _ = hit
-        ck = self._const(cu_k)
+            hit = cache[key] = (len(blocks) // 2, up(blocks), up(cu_q), up(cu_k))
+        nblocks, bl, cq, ck = hit
         d = q.shape[2]
         qs, qo = (q.stride, q.offset) if q.kind == 1 else (hq * d, 0)
         ks, ko = (k.stride, k.offset) if k.kind == 1 else (hkv * d, 0)
@@ -1343,11 +1350,12 @@ class OpenCLBackend(Backend):
                     worst = max(worst, float(np.max(np.abs(got[cu_q[b]:cu_q[b + 1], h] - ref))))
         return "ok" if worst < 2e-2 else f"self-check failed (error {worst:.2g})"
 
-    def _attention_plan(self, cu_q, cu_k, hq, hkv, d, dv):
+    def _attention_plan(self, cu_q, cu_k, hq, hkv, d, dv, store=None):
         """Work-groups, split-K and the uploaded offsets of one batch layout: computed once per
         forward pass, reused by every layer."""
         key = (cu_q.tobytes(), cu_k.tobytes(), hq, hkv, d, dv, self.attention_bk, self.attention_split_blocks)
-        plan = self._plans.get(key)
+        cache, up = (self._plans, self._const) if store is None else (store, self.upload)
+        plan = cache.get(key)
         if plan is not None:
             return plan
         group = hq // hkv
@@ -1364,10 +1372,10 @@ class OpenCLBackend(Backend):
             nsplit = min(-(-self.attention_min_groups // (nblocks * hkv)), -(-span // sb), MAX_SPLITS)
         split_len = _round_up(-(-span // nsplit), bk) if span else bk
         nsplit = max(1, -(-span // split_len))
-        if len(self._plans) > 64:
+        if store is None and len(self._plans) > 64:
             self._plans.clear()
-        plan = self._plans[key] = (attn, split_kernel, nt, nblocks, nsplit, split_len, self._const(blocks),
-                                   self._const(cu_q), self._const(cu_k))
+        plan = cache[key] = (attn, split_kernel, nt, nblocks, nsplit, split_len, up(blocks),
+                                   up(cu_q), up(cu_k))
         return plan
 
     def _counters(self, n: int):
