@@ -131,9 +131,21 @@ def _quantize_q8_k(x, qs, d, bsums):
             d[t, b] = f32(1.0) / iscale
 
 
+def _offset_sums(qs, factor, out):
+    """``out[b, t] = factor * sum(qs[t, 32b:32b + 32])``: the packed 32-weight kinds' offsets."""
+    T, n = qs.shape
+    for t in prange(T):
+        for b in range(n // 32):
+            acc = numba.int32(0)
+            for j in range(32):
+                acc += numba.int32(qs[t, b * 32 + j])
+            out[b, t] = acc * factor
+
+
 # a parallel region costs more than quantizing a few rows: those run the serial twin
 quantize_q8_0 = twins(**_TWINS)(_quantize_q8_0)
 quantize_q8_k = twins(**_TWINS)(_quantize_q8_k)
+offset_sums = twins(**_TWINS)(_offset_sums)
 
 
 def quantize_activations(x: np.ndarray, fmt: int):
@@ -534,13 +546,13 @@ class QuantLinear:
         gemv = GEMV_PACKED[self.qkind]
         serial = self.weight.rows * self.weight.cols * T < self.serial_work
         if self.family == "k":
-            xb = sums if self.qkind == 7 else sums.reshape(T, n // 32, 2).sum(-1, dtype=np.int16)
+            xb = sums if self.qkind == 7 else sums[:, 0::2] + sums[:, 1::2]  # q4_K: sums of 32
             (gemv.serial if serial else gemv)(self.packed, self.isa, qs, dt, xb, bias, act, out)
             return out
         off = _qpack.offset(self.qkind, self.isa)
         if off:
-            sums = qs.reshape(T, n // 32, 32).sum(-1, dtype=np.int32)
-            xc = np.ascontiguousarray((sums * np.int32(-off)).T)
+            xc = np.empty((n // 32, T), dtype=np.int32)
+            (offset_sums.serial if T <= 8 else offset_sums)(qs, np.int32(-off), xc)
         else:
             xc = _NO_CORRECTION
         (gemv.serial if serial else gemv)(self.packed, self.isa, qs, dt, xc, bias, act, out)

@@ -233,7 +233,7 @@ def test_serial_and_parallel_builds_have_cache_names_of_their_own():
     one source that shared a name loaded each other's code (every product on one thread)."""
     pairs = [(Q.GEMV[k], Q.GEMV_SERIAL[k]) for k in range(len(Q.KIND_NAMES))]
     pairs += [(Q.quantize_q8_0, Q.quantize_q8_0.serial), (Q.quantize_q8_k, Q.quantize_q8_k.serial)]
-    pairs += [(g, g.serial) for g in Q.GEMV_PACKED.values()]
+    pairs += [(g, g.serial) for g in Q.GEMV_PACKED.values()] + [(Q.offset_sums, Q.offset_sums.serial)]
     for parallel, serial in pairs:
         assert parallel.targetoptions.get("parallel") and not serial.targetoptions.get("parallel")
         assert parallel.py_func.__qualname__ != serial.py_func.__qualname__

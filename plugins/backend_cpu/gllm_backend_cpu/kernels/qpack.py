@@ -88,6 +88,22 @@ def pack(kind: int, data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(g, nb * GROUP_SIZE[kind]))
 
 
+def _pair_dots(e, xs, vs, start):
+    """Without VNNI: sum of the unsigned weight bytes ``vs`` (at most 63) times the int8 activation
+    vectors ``xs`` (|x| <= 127) in 8 int32 lanes, two vpmaddubsw results added as int16 before each
+    vpmaddwd (|sum| <= 4 x 63 x 127 < 2^15: no saturation)."""
+    b = e.b
+    parts = []
+    for j in range(0, len(vs), 2):
+        s16 = b.add(e.maddubs(vs[j], xs[j]), e.maddubs(vs[j + 1], xs[j + 1]))
+        parts.append(e.madd(s16, _splat_const(V16I16, 1)))
+    total = parts[0] if start is None else b.add(start, parts[0])
+    rest = parts[1:]
+    while len(rest) > 1:  # a tree: the sums do not wait on each other
+        rest = [b.add(rest[i], rest[i + 1]) if i + 1 < len(rest) else rest[i] for i in range(0, len(rest), 2)]
+    return b.add(total, rest[0]) if rest else total
+
+
 def _emit_group(e, kind, nt, P):
     """The loop over the blocks of one group of 8 rows for nt tokens, and the stores."""
     b = e.b
@@ -137,6 +153,9 @@ def _emit_group(e, kind, nt, P):
     def dots(t, vs, xoff, start):
         """Sum over the block of the 8 rows' weights times token t's activations: 8 int32 lanes."""
         accs = [start] + [None] * (chains - 1)
+        if not vnni and kind != 4:
+            return _pair_dots(e, [b.bitcast(e.splat(e.load(x_rows[t], b.add(xoff, _c64(4 * j)), i32t), V8I32), V32I8)
+                                  for j in range(8)], vs, start)
         for j in range(8):
             x4 = e.load(x_rows[t], b.add(xoff, _c64(4 * j)), i32t)
             xv = b.bitcast(e.splat(x4, V8I32), V32I8)
@@ -358,6 +377,10 @@ def _emit_group_k(e, kind, nt, P):
         return vs
 
     def dot(t, vs, xoff, start):
+        if e.isa < ISA_VNNI:
+            xs = [b.bitcast(e.splat(e.load(x_rows[t], b.add(xoff, _c64(4 * n)), i32t), V8I32), V32I8)
+                  for n in range(len(vs))]
+            return _pair_dots(e, xs, vs, start)
         accs = [start] + [None] * (chains - 1)
         for n, v in enumerate(vs):
             x4 = e.load(x_rows[t], b.add(xoff, _c64(4 * n)), i32t)
