@@ -199,6 +199,36 @@ def attention(backend):
     backend.precision = "exact"
 
 
+def q4k(backend, rpts=(4, 8, 2)):
+    """The Q4_K one-row kernel with several weight rows per warp: checked against numpy (gguf-py's
+    dequantisation, through gllm_format_gguf, bit-exact to it), then timed on the model's shapes."""
+    from gllm_core.weights import WeightMatrix
+    from gllm_format_gguf.quants import QUANT_TYPES
+
+    cfg = gpu.QWEN25_7B
+    h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nkv, hd = cfg["num_key_value_heads"], h // cfg["num_attention_heads"]
+    shapes = {"qkv": (h + 2 * nkv * hd, h), "o": (h, h), "gate_up": (2 * f, h), "down": (h, f), "head": (v, h)}
+    qt = QUANT_TYPES["q4_k"]
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, (301, h // 256 * 144), dtype=np.uint8)
+    dd = (rng.uniform(0.5, 2, (301, h // 256, 2)) * 1e-3).astype(np.float16)
+    data.reshape(301, h // 256, 144)[:, :, 0:4] = dd.view(np.uint8).reshape(301, h // 256, 4)
+    dense = qt.dequantize(data.reshape(-1, 144)).reshape(301, h).astype(np.float64)
+    xc = rng.standard_normal((1, h)).astype(np.float32)
+    ref = xc.astype(np.float64) @ dense.T
+    for rpt in rpts:
+        backend.q4k_rows_per_warp = rpt
+        m = backend.prepare_matrix(WeightMatrix("check", data, "q4_k", (301, h), qt))
+        got = backend.download(backend.linear(backend.upload(xc), m))
+        err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+        log(f"\nQ4_K one-row kernel, {rpt} weight rows per warp: check err {err:.1e} "
+            f"{'OK' if err < 1e-5 else 'FAILED'}")
+        if err < 1e-5:
+            gpu.bench_q4k_gemv(backend, cfg, shapes, rng)
+    backend.q4k_rows_per_warp = 4
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="host,gemm,attention")
@@ -220,6 +250,8 @@ def main(argv=None):
         gemm(backend, variants)
     if "attention" in parts:
         attention(backend)
+    if "q4k" in parts:
+        q4k(backend)
     return 0
 
 

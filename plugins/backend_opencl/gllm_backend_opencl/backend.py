@@ -375,6 +375,8 @@ class OpenCLBackend(Backend):
         # one row of x (decode at batch 1): one work-group of 128 work-items per weight row, so a
         # few thousand rows still fill the GPU (H200: o and down 2.01 -> 1.71 ms per step)
         self.gemv_shape1 = (128, 1) if info.kind == "gpu" else None
+        # Q4_K at one row of x: weight rows per warp (each lane's x values serve them all)
+        self.q4k_rows_per_warp = int(os.environ.get("GLLM_OPENCL_Q4K_RPT", "4"))
         self._attention_kernels: dict = {}
         self._readers: dict = {}  # id(buffer) -> weak references to lazy arrays reading it
         self._index_cache: dict = {}
@@ -527,16 +529,16 @@ class OpenCLBackend(Backend):
 
     def _quant_kernels(self, qname: str) -> QuantKernels:
         """The kernels of one GGML block type: one program, built once per device and process."""
-        rt, lanes, warps = self.rt, self.gemv_lanes, self.gemv_warps
-        key = ("quant", qname, lanes, warps)
+        rt, lanes, warps, k4 = self.rt, self.gemv_lanes, self.gemv_warps, self.q4k_rows_per_warp
+        key = ("quant", qname, lanes, warps, k4)
         hit = rt.kernels.get(key)
         if hit is None:
-            prg = rt.program(["quant.cl"], {"QTYPE": QUANT_CODES[qname], "LANES": lanes, "WARPS": warps})
+            prg = rt.program(["quant.cl"], {"QTYPE": QUANT_CODES[qname], "LANES": lanes, "WARPS": warps, "K4_RPT": k4})
             args = [B, B, B, B, _I32, _I32, _I32, _I32, _I32]
             generic = {nt: (rt.kernel(prg, f"qgemv_{nt}", args), rpt) for nt, rpt in ((1, 1), (2, 1), (4, 2), (8, 2))}
             gemv = dict(generic)
-            if qname == "q4_k" and lanes % 8 == 0:  # one row of x: 16-byte loads of the quants, 4 rows per warp
-                gemv[1] = (rt.kernel(prg, "q4k_gemv_1", args), 4)
+            if qname == "q4_k" and lanes % 8 == 0:  # one row of x: 16-byte loads of the quants, k4 rows per warp
+                gemv[1] = (rt.kernel(prg, "q4k_gemv_1", args), k4)
             hit = rt.kernels[key] = QuantKernels(gemv, rt.kernel(prg, "qgemm", args),
                                                  rt.kernel(prg, "qembedding", [B, B, B, _I32, _I32, _I32]), lanes, warps,
                                                  generic)

@@ -114,3 +114,17 @@ def test_input_of_the_wrong_width_is_refused(backend):
     w, _ = _matrix(np.random.default_rng(3), "q4_0", 4, 2)
     with pytest.raises(BadRequestError, match="blk.0.q4_0.weight"):
         backend.linear(backend.upload(np.zeros((2, 63), np.float32)), backend.prepare_matrix(w))
+
+
+@pytest.mark.parametrize("rpt", [2, 8])
+def test_q4k_one_row_kernel_other_row_counts(rpt):
+    # the Q4_K kernel for one row of x with 2 or 8 weight rows per warp (4 is the default, above)
+    b = OpenCLBackend()
+    b.q4k_rows_per_warp = rpt
+    rng = np.random.default_rng(rpt)
+    for n_out in (37, 130):
+        w, dense = _matrix(rng, "q4_k", n_out, 3)
+        prepared = b.prepare_matrix(w)
+        assert prepared.quant.gemv[1][1] == rpt
+        x = rng.standard_normal((1, w.cols)).astype(np.float32)
+        _close(b.download(b.linear(b.upload(x), prepared)), x, dense)

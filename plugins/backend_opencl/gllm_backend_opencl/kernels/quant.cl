@@ -226,7 +226,9 @@ inline void k4_scale_min(uint s0, uint s1, uint s2, int g, float* sc, float* mn)
 // One row of x, RPT weight rows per warp: a lane loads its 32 x values (two runs of 16) once per
 // block and uses them for all RPT rows (x is float32, 7x the bytes of the 4.5-bit weights it meets:
 // read per row, it would bound the kernel by the L1's bandwidth).
+#ifndef K4_RPT
 #define K4_RPT 4
+#endif
 __kernel __attribute__((reqd_work_group_size(LANES, WARPS, 1)))
 void q4k_gemv_1(block_ptr w, __global const float* restrict x, __global const float* restrict bias,
                 __global float* restrict y, const int T, const int n_in, const int n_out, const int has_bias,
