@@ -7,9 +7,11 @@
     the Qwen2.5-7B shapes, both precisions, each checked against numpy on a 1000 x 3584 x 1000
     product first (a variant that fails prints FAILED and is not timed);
   * prefill attention at 1024 tokens: float32 kernel against the matrix-unit kernel ("fast"),
-    the latter checked against numpy first.
+    the latter checked against numpy first;
+  * (--parts q4k) the Q4_K one-row kernel with 4, 8 and 2 weight rows per warp, each checked
+    against gguf-py's dequantisation first.
 
-    python bench/gpu_sweep.py [--parts host,gemm,attention] [--variants cp128x128s3,...]
+    python bench/gpu_sweep.py [--parts host,gemm,attention,q4k] [--variants cp128x128s3,...]
 """
 
 from __future__ import annotations
