@@ -30,14 +30,16 @@ from numba import prange
 
 from .kernels import qdot as _qdot
 from .kernels import qpack as _qpack
-from .kernels.qpack import qdot8, qdot8k
+from .kernels.qpack import qdot8, qdot8k, qdot16
 from .kernels.qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, KIND_NAMES, biased, native_isa, qdot  # noqa: F401
 from .kernels.scalar import ACT_NONE, activate, bits_from_f32, f16_to_f32, f32_from_bits
 from .kernels.twin import twins
 
 _OPTS = dict(parallel=True, cache=True, error_model="numpy", boundscheck=False,
              fastmath={"reassoc", "contract", "nsz", "arcp"})
-_TWINS = {k: v for k, v in _OPTS.items() if k != "parallel"}  # kernels.twin.twins builds both
+# the products let go of the GIL: a server's threads (HTTP, streaming) then run beside them
+# instead of stopping both cores while they hold it
+_TWINS = {k: v for k, v in _OPTS.items() if k != "parallel"} | {"nogil": True}  # twins builds both
 _INLINE = dict(inline="always", cache=True, error_model="numpy", boundscheck=False,
                fastmath={"reassoc", "contract", "nsz", "arcp"})
 F32 = np.float32
@@ -276,12 +278,15 @@ def _make_gemv_packed(kind):
             g1 = min(groups, g0 + GROUPS_PER_TASK)
             for tb in range(0, T, TOKENS_PER_PASS):
                 te = min(T, tb + TOKENS_PER_PASS)
-                for g in range(g0, g1):
+                for g in range(g0, g1, 2):
                     t = tb
                     while t < te:
                         left = te - t
                         nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
-                        qdot8(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
+                        if g + 1 < g1:  # two groups at once (16 rows: one 512-bit vector with AVX-512)
+                            qdot16(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
+                        else:
+                            qdot8(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
                         t += nt
             if finish:
                 for r in range(g0 * 8, g1 * 8):

@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 
 from .qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, V8F32, V8I32, V16I16, V32I8, _c64, _Emit, \
     _splat_const
-from .scalar import _HARDWARE_HALF, half_to_float
+from .scalar import _HARDWARE_HALF, half_to_float, target_has
 
 ROWS = 8  # rows per group
 KINDS = (0, 2, 4)  # the qdot kinds that have a packed form: q4_0, q5_0, q8_0
@@ -209,6 +209,151 @@ def _emit_group(e, kind, nt, P):
     for t in range(nt):
         addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
         b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), V8F32.as_pointer()), align=4)
+
+
+# AVX-512 VNNI with 512-bit byte operations: two groups (16 rows) per vector, so that one
+# broadcast of four activation bytes and one instruction serve 64 products
+WIDE = target_has("avx512vnni") and target_has("avx512bw") and target_has("avx512f")
+
+
+def _emit_pair16(e, kind, nt, P):
+    """Groups g and g + 1 (rows 8g..8g+15) on 512-bit vectors (VNNI path only): as _emit_group,
+    each vector the concatenation of the two groups' 32-byte vectors."""
+    b = e.b
+    gsize = GROUP_SIZE[kind]
+    nb = P["nb"]
+    i8t, i16t, i32t = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+    v64i8, v16i32, v16f32 = ir.VectorType(i8t, 64), ir.VectorType(i32t, 16), ir.VectorType(ir.FloatType(), 16)
+    base0 = e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))
+    base1 = e.ptr(base0, P["p_s0"])
+    t_index = [b.add(P["t0"], _c64(t)) for t in range(nt)]
+    x_rows = [e.ptr(P["xq"], b.mul(ti, P["xq_s0"])) for ti in t_index]
+    chains = 4 if nt <= 2 else 2
+
+    def load2(g0, g1, off, ty):
+        return e.shuffle(e.load(g0, _c64(off), ty), e.load(g1, _c64(off), ty), range(2 * ty.count))
+
+    def dot(acc, u, s):
+        start = ir.Constant(v16i32, None) if acc is None else acc
+        return e.call("llvm.x86.avx512.vpdpbusd.512", v16i32, start, b.bitcast(u, v16i32), b.bitcast(s, v16i32))
+
+    zero = ir.Constant(v16f32, None)
+    entry = b.block
+    loop = b.append_basic_block("qpack16_loop")
+    done = b.append_basic_block("qpack16_done")
+    b.cbranch(b.icmp_signed(">", nb, _c64(0)), loop, done)
+    b.position_at_end(loop)
+    blk = b.phi(ir.IntType(64))
+    accs = [b.phi(v16f32) for _ in range(nt)]
+    boff = b.mul(blk, _c64(gsize))
+    g0, g1 = e.ptr(base0, boff), e.ptr(base1, boff)
+    bits = load2(g0, g1, 0, ir.VectorType(i16t, 8))
+    if _HARDWARE_HALF:
+        dw = b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 16)), v16f32)
+    else:
+        dw = ir.Constant(v16f32, ir.Undefined)
+        for i in range(16):
+            lane = ir.Constant(i32t, i)
+            dw = b.insert_element(dw, half_to_float(b, b.extract_element(bits, lane)), lane)
+    if kind == 4:
+        vs = [b.xor(load2(g0, g1, 16 + 32 * j, V32I8), _splat_const(v64i8, -128)) for j in range(8)]
+    else:
+        nib = [load2(g0, g1, (16 if kind == 0 else 48) + 32 * a, V32I8) for a in range(4)]
+        vs = [e.and_(n, 15) for n in nib] + [e.and_(e.lshr(n, 4), 15) for n in nib]
+        if kind == 2:
+            high = load2(g0, g1, 16, V32I8)
+            for j in range(8):
+                bit = e.and_(high, (1 << j) - (256 if j == 7 else 0))
+                if j < 4:
+                    bit = e.shl(bit, 4 - j)
+                elif j > 4:
+                    bit = e.lshr(bit, j - 4)
+                vs[j] = b.or_(vs[j], bit)
+    xoff = b.mul(blk, _c64(32))
+    d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
+    c_col = e.ptr(P["xc"], b.mul(blk, P["xc_s0"]))
+    new = []
+    for t in range(nt):
+        sums = [e.splat(e.load(c_col, b.mul(t_index[t], _c64(4)), i32t), v16i32)] + [None] * (chains - 1)
+        for j in range(8):
+            xv = b.bitcast(e.splat(e.load(x_rows[t], b.add(xoff, _c64(4 * j)), i32t), v16i32), v64i8)
+            sums[j % chains] = dot(sums[j % chains], vs[j], xv)
+        total = sums[0]
+        for a in sums[1:]:
+            total = b.add(total, a)
+        dx = e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType())
+        new.append(e.fma(b.fmul(dw, e.splat(dx, v16f32)), b.sitofp(total, v16f32), accs[t]))
+    nxt = b.add(blk, _c64(1))
+    end = b.block
+    b.cbranch(b.icmp_signed("<", nxt, nb), loop, done)
+    blk.add_incoming(_c64(0), entry)
+    blk.add_incoming(nxt, end)
+    for t in range(nt):
+        accs[t].add_incoming(zero, entry)
+        accs[t].add_incoming(new[t], end)
+    b.position_at_end(done)
+    finals = []
+    for t in range(nt):
+        ph = b.phi(v16f32)
+        ph.add_incoming(zero, entry)
+        ph.add_incoming(new[t], end)
+        finals.append(ph)
+    col = b.mul(P["g"], _c64(4 * ROWS))
+    for t in range(nt):
+        addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
+        b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), v16f32.as_pointer()), align=4)
+
+
+@intrinsic
+def qdot16(typingctx, kind, isa, nt, p, g, xq, xd, xc, t0, nb, out):
+    """``qdot8`` for groups g and g + 1 together (rows 8g..8g+15): on 512-bit vectors where the
+    VNNI path runs on a CPU with AVX-512 VNNI and BW, else the two groups one after the other."""
+    if not isinstance(kind, types.IntegerLiteral) or kind.literal_value not in KINDS:
+        return None
+    kind_value = kind.literal_value
+    if not all(isinstance(t, types.Integer) for t in (isa, nt, g, t0, nb)):
+        return None
+    sig = types.void(kind, isa, nt, p, g, xq, xd, xc, t0, nb, out)
+
+    def codegen(context, builder, signature, args):
+        P = _params(context, builder, signature, args)
+        key = builder.add(builder.mul(P["isa"], _c64(16)), P["nt"])
+        finish = builder.append_basic_block("qpack16_end")
+        switch = builder.switch(key, finish)
+        for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
+            emitted = min(isa_value, HOST_ISA)
+            for n in TOKEN_CHUNKS:
+                case = builder.append_basic_block(f"qpack16_{isa_value}_{n}")
+                switch.add_case(_c64(isa_value * 16 + n), case)
+                builder.position_at_end(case)
+                P["corr"] = offset(kind_value, emitted) != 0
+                if emitted >= ISA_VNNI and WIDE:
+                    _emit_pair16(_Emit(builder, emitted), kind_value, n, P)
+                else:
+                    _emit_group(_Emit(builder, emitted), kind_value, n, P)
+                    _emit_group(_Emit(builder, emitted), kind_value, n, dict(P, g=builder.add(P["g"], _c64(1))))
+                builder.branch(finish)
+        builder.position_at_end(finish)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _params(context, builder, signature, args):
+    def as_i64(i):
+        value, ty = args[i], signature.args[i]
+        if ty.bitwidth == 64:
+            return value
+        return builder.sext(value, ir.IntType(64)) if ty.signed else builder.zext(value, ir.IntType(64))
+
+    P = {}
+    for name, i in (("p", 3), ("xq", 5), ("xd", 6), ("xc", 7), ("out", 10)):
+        arr = context.make_array(signature.args[i])(context, builder, args[i])
+        P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+        P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
+    P["g"], P["t0"], P["nb"] = as_i64(4), as_i64(8), as_i64(9)
+    P["isa"], P["nt"] = as_i64(1), as_i64(2)
+    return P
 
 
 @intrinsic
