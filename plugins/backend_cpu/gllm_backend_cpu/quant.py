@@ -465,6 +465,82 @@ def epilogue(out, bias, act):
             _finish(out[t, r], t, r, bias, act, out)
 
 
+# -- repacking 8 rows at a time (kernels/qpack.py's layouts; qpack.pack / pack_k are the numpy
+# references, these the fast twins a model's weights go through on first use) --------------------
+
+@numba.njit(**_OPTS)
+def pack_rows(data, kind, out):
+    """GGML blocks → qpack's 8-row groups, for q4_0, q5_0, q8_0 (32-weight blocks) and q4_K, q6_K."""
+    groups = out.shape[0]
+    if kind >= 5:
+        size, gsize, nb = (144 if kind == 5 else 210), (1248 if kind == 5 else 1680), data.shape[1] // (144 if kind == 5 else 210)
+    else:
+        size = 18 if kind == 0 else (22 if kind == 2 else 34)
+        gsize = 144 if kind == 0 else (176 if kind == 2 else 272)
+        nb = data.shape[1] // size
+    for G in prange(groups):
+        for i in range(out.shape[1]):
+            out[G, i] = 0
+        for b in range(nb):
+            o = b * gsize
+            for r in range(8):
+                row = 8 * G + r
+                s = b * size
+                if kind < 5:
+                    out[G, o + 2 * r] = data[row, s]
+                    out[G, o + 2 * r + 1] = data[row, s + 1]
+                    for i in range(32):
+                        m = 4 * r + (i & 3)
+                        j = i >> 2
+                        if kind == 4:
+                            out[G, o + 16 + 32 * j + m] = data[row, s + 2 + i]
+                            continue
+                        qs = numba.int64(data[row, s + size - 16 + (i & 15)])
+                        q = (qs & 15) if i < 16 else (qs >> 4)
+                        if kind == 2:
+                            bit = (numba.int64(data[row, s + 2 + (i >> 3)]) >> (i & 7)) & 1  # no branch
+                            out[G, o + 16 + m] |= U8(bit << j)
+                        out[G, o + (16 if kind == 0 else 48) + 32 * (j & 3) + m] |= U8((q & 15) << (4 if j >= 4 else 0))
+                elif kind == 5:
+                    for k in range(4):
+                        out[G, o + 2 * r + k // 2 * 16 + (k & 1)] = data[row, s + k]  # d, then dmin
+                    for grp in range(8):
+                        sc, mn = _k_scale_min(data, row, U64(s + 4), grp)
+                        out[G, o + 32 + 8 * grp + r] = U8(sc)
+                        out[G, o + 96 + 32 * (grp >> 1) + 4 * r + 2 * (grp & 1)] = U8(mn)
+                        for w in range(32):
+                            q = (numba.int64(data[row, s + 16 + 32 * (grp >> 1) + w]) >> (4 * (grp & 1))) & 15
+                            j = w >> 2
+                            out[G, o + 224 + 128 * grp + 32 * (j & 3) + 4 * r + (w & 3)] |= U8(q << (4 if j >= 4 else 0))
+                else:
+                    out[G, o + 2 * r] = data[row, s + 208]
+                    out[G, o + 2 * r + 1] = data[row, s + 209]
+                    for sub in range(16):
+                        out[G, o + 16 + 8 * sub + r] = data[row, s + 192 + sub]
+                    for h in range(2):
+                        for p in range(4):
+                            grp = 4 * h + p
+                            for w in range(32):
+                                lo = (numba.int64(data[row, s + 64 * h + 32 * (p & 1) + w]) >> (4 * (p >> 1))) & 15
+                                hi = (numba.int64(data[row, s + 128 + 32 * h + w]) >> (2 * p)) & 3
+                                j = w >> 2
+                                m = 4 * r + (w & 3)
+                                out[G, o + 144 + 128 * grp + 32 * (j & 3) + m] |= U8(lo << (4 if j >= 4 else 0))
+                                out[G, o + 1168 + 64 * grp + 32 * (j >> 2) + m] |= U8(hi << (2 * (j & 3)))
+
+
+def packed_copy(kind: int, data: np.ndarray) -> np.ndarray:
+    """``qpack.pack`` / ``pack_k`` of ``data`` (rows a multiple of 8), made by ``pack_rows``."""
+    rows = data.shape[0]
+    if kind >= 5:
+        width = data.shape[1] // _qpack.ORIGINAL_SIZE_K[kind] * _qpack.GROUP_SIZE_K[kind]
+    else:
+        width = data.shape[1] // _qpack.ORIGINAL_SIZE[kind] * _qpack.GROUP_SIZE[kind]
+    out = np.empty((rows // 8, width), dtype=U8)
+    pack_rows(np.ascontiguousarray(data), kind, out)
+    return out
+
+
 # -- the table -------------------------------------------------------------------------------------
 
 # GGML type name → (kernel family, kind, activation format)
@@ -544,8 +620,7 @@ class QuantLinear:
 
     def _packed(self, qs, d, sums, bias, act, out):
         if self.packed is None:  # the file's blocks, eight rows interleaved
-            k = self.family == "k"
-            self.packed = (_qpack.pack_k if k else _qpack.pack)(self.qkind, self.data)
+            self.packed = packed_copy(self.qkind, self.data)
         T, n = qs.shape
         dt = np.ascontiguousarray(d.T)
         gemv = GEMV_PACKED[self.qkind]

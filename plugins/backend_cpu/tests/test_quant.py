@@ -182,6 +182,18 @@ def test_packed_kernels_on_every_path_and_token_count(name, path):
     assert odd.packed is None and qpack.KINDS == (0, 2, 4) and qpack.KINDS_K == (5, 7)
 
 
+@pytest.mark.parametrize("name", ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"])
+def test_packing_kernel_matches_the_numpy_layout(name):
+    """quant.pack_rows (what a model's weights go through) gives qpack.pack / pack_k's bytes."""
+    from gllm_backend_cpu.kernels import qpack
+
+    rng = np.random.default_rng(len(name))
+    w, _ = _weight(name, 24, 768 if name in K_TYPES else 96, rng)
+    kind = Q.KIND_NAMES.index(name)
+    reference = (qpack.pack_k if name in K_TYPES else qpack.pack)(kind, w.data)
+    assert np.array_equal(Q.packed_copy(kind, w.data), reference)
+
+
 def test_the_cpu_path_follows_the_cpu_and_the_environment(monkeypatch):
     from gllm_backend_cpu.kernels import qdot
     from gllm_core.errors import GllmError
