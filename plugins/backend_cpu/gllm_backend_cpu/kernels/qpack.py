@@ -104,6 +104,25 @@ def _pair_dots(e, xs, vs, start):
     return b.add(total, rest[0]) if rest else total
 
 
+# The packed weights stream from memory once per step (a model is far larger than the caches).
+# With several tokens the products are slow enough that the hardware prefetchers fall behind: each
+# block asks for the lines PREFETCH_BYTES further on (into L2), past the next groups' rows, so
+# memory and arithmetic overlap. Measured (8 decoding sequences, Qwen2.5-0.5B, 2 threads): the
+# 32-weight products 0.49-0.53 -> 0.35 s per 20 steps; 0.7-2 KB ahead into L1 changed nothing.
+PREFETCH_BYTES = 16384
+
+
+def _prefetch(e, ptr, ahead: int, size: int) -> None:
+    """``prefetcht1`` of the ``size`` bytes ``ahead`` bytes past ptr (never faults)."""
+    b = e.b
+    i8p = ir.IntType(8).as_pointer()
+    fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32),
+                                                                                  ir.IntType(32)]), "llvm.prefetch.p0i8")
+    for off in range(0, size, 64):
+        b.call(fn, [e.ptr(ptr, _c64(ahead + off)), ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 2),
+                    ir.Constant(ir.IntType(32), 1)])
+
+
 def _emit_group(e, kind, nt, P):
     """The loop over the blocks of one group of 8 rows for nt tokens, and the stores."""
     b = e.b
@@ -179,6 +198,7 @@ def _emit_group(e, kind, nt, P):
     blk = b.phi(ir.IntType(64))
     accs = [b.phi(V8F32) for _ in range(nt)]
     gb = e.ptr(base, b.mul(blk, _c64(gsize)))
+    _prefetch(e, gb, PREFETCH_BYTES, gsize)
     dw = scales8(gb)
     vs = weights(gb)
     xoff = b.mul(blk, _c64(32))
@@ -247,6 +267,8 @@ def _emit_pair16(e, kind, nt, P):
     accs = [b.phi(v16f32) for _ in range(nt)]
     boff = b.mul(blk, _c64(gsize))
     g0, g1 = e.ptr(base0, boff), e.ptr(base1, boff)
+    _prefetch(e, g0, PREFETCH_BYTES, gsize)
+    _prefetch(e, g1, PREFETCH_BYTES, gsize)
     bits = load2(g0, g1, 0, ir.VectorType(i16t, 8))
     if _HARDWARE_HALF:
         dw = b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 16)), v16f32)
@@ -553,6 +575,7 @@ def _emit_group_k(e, kind, nt, P):
     blk = b.phi(ir.IntType(64))
     accs = [b.phi(V8F32) for _ in range(nt)]
     gb = e.ptr(base, b.mul(blk, _c64(gsize)))
+    _prefetch(e, gb, PREFETCH_BYTES, gsize)
     xblk = b.mul(blk, _c64(256))
     b.branch(gloop)
     b.position_at_end(gloop)
