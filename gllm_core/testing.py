@@ -191,30 +191,38 @@ def _attention(lengths_q, lengths_k, hq, hkv, d, causal, window=None):
     return Case(tag, run)
 
 
+def kv_cache_setup(b, rng, history, new, hkv: int, d: int, rope=None):
+    """The setup of a ``kv_attention`` case, for plugin authors' own tests too: sequences with
+    ``history[i]`` cached tokens (random pool slots, random rows in both caches) take ``new[i]``
+    tokens; ``rope`` is None or (rotated dims, style, scale). Returns (k_cache, v_cache, plan)."""
+    slots = sum(history) + sum(new) + 3
+    perm = rng.permutation(slots).astype(np.int32)
+    seq_slots, at = [], 0
+    for h, n in zip(history, new):
+        seq_slots.append(perm[at:at + h + n])
+        at += h + n
+    kc, vc = b.zeros((slots, hkv * d)), b.zeros((slots, hkv * d))
+    past = np.concatenate([s[:h] for s, h in zip(seq_slots, history)])
+    if past.size:
+        b.scatter_rows(kc, past, b.upload(_acts(rng, past.size, hkv * d)))
+        b.scatter_rows(vc, past, b.upload(_acts(rng, past.size, hkv * d)))
+    write = np.concatenate([s[h:] for s, h in zip(seq_slots, history)])
+    read = np.concatenate(seq_slots) if any(history) else None
+    positions = np.concatenate([np.arange(h, h + n, dtype=np.int32) for h, n in zip(history, new)])
+    inv_freq, style, scale = None, "neox", 1.0
+    if rope is not None:
+        rot, style, scale = rope
+        inv_freq = (1.0 / 10000 ** (np.arange(0, rot, 2, dtype=np.float32) / rot)).astype(np.float32)
+    plan = b.kv_attention_plan(positions, _cu(new), _cu([h + n for h, n in zip(history, new)]), write, read,
+                               inv_freq, style, scale)
+    return kc, vc, plan
+
+
 def _kv_attention(history, new, hq, hkv, d, rope=None, window=None):
     """``kv_attention``: sequences with ``history[i]`` cached tokens (random pool slots) take
     ``new[i]`` tokens; ``rope`` is None or (rotated dims, style, scale)."""
     def run(b, rng):
-        slots = sum(history) + sum(new) + 3
-        perm = rng.permutation(slots).astype(np.int32)
-        seq_slots, at = [], 0
-        for h, n in zip(history, new):
-            seq_slots.append(perm[at:at + h + n])
-            at += h + n
-        kc, vc = b.zeros((slots, hkv * d)), b.zeros((slots, hkv * d))
-        past = np.concatenate([s[:h] for s, h in zip(seq_slots, history)])
-        if past.size:
-            b.scatter_rows(kc, past, b.upload(_acts(rng, past.size, hkv * d)))
-            b.scatter_rows(vc, past, b.upload(_acts(rng, past.size, hkv * d)))
-        write = np.concatenate([s[h:] for s, h in zip(seq_slots, history)])
-        read = np.concatenate(seq_slots) if any(history) else None
-        positions = np.concatenate([np.arange(h, h + n, dtype=np.int32) for h, n in zip(history, new)])
-        inv_freq, style, scale = None, "neox", 1.0
-        if rope is not None:
-            rot, style, scale = rope
-            inv_freq = (1.0 / 10000 ** (np.arange(0, rot, 2, dtype=np.float32) / rot)).astype(np.float32)
-        plan = b.kv_attention_plan(positions, _cu(new), _cu([h + n for h, n in zip(history, new)]), write, read,
-                                   inv_freq, style, scale)
+        kc, vc, plan = kv_cache_setup(b, rng, history, new, hkv, d, rope)
         t = sum(new)
         q, k, v = (b.upload(_acts(rng, t, h, d)) for h in (hq, hkv, hkv))
         out = b.kv_attention(q, k, v, kc, vc, plan, 1.0 / np.sqrt(d), window)

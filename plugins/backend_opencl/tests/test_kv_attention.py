@@ -9,16 +9,8 @@ import pytest
 from gllm_core.backend import Backend
 from gllm_core.backends.numpy_backend import NumpyBackend
 from gllm_core.errors import BadRequestError
+from gllm_core.testing import kv_cache_setup
 from gllm_backend_opencl.backend import OpenCLAttentionPlan, OpenCLBackend
-
-
-class Counted:
-    def __init__(self, k):
-        self.k, self.calls = k, 0
-
-    def __call__(self, *a, **kw):
-        self.calls += 1
-        return self.k(*a, **kw)
 
 
 def _cu(lengths):
@@ -27,23 +19,7 @@ def _cu(lengths):
 
 def _case(b, history, new, hq, hkv, d, rot, style, window, rng_seed, composed=False):
     rng = np.random.default_rng(rng_seed)
-    slots = sum(history) + sum(new) + 3
-    perm = rng.permutation(slots).astype(np.int32)
-    seq_slots, at = [], 0
-    for h, n in zip(history, new):
-        seq_slots.append(perm[at:at + h + n])
-        at += h + n
-    kc, vc = b.zeros((slots, hkv * d)), b.zeros((slots, hkv * d))
-    past = np.concatenate([s[:h] for s, h in zip(seq_slots, history)])
-    if past.size:
-        b.scatter_rows(kc, past, b.upload(rng.standard_normal((past.size, hkv * d)).astype(np.float32)))
-        b.scatter_rows(vc, past, b.upload(rng.standard_normal((past.size, hkv * d)).astype(np.float32)))
-    write = np.concatenate([s[h:] for s, h in zip(seq_slots, history)])
-    read = np.concatenate(seq_slots) if any(history) else None
-    positions = np.concatenate([np.arange(h, h + n, dtype=np.int32) for h, n in zip(history, new)])
-    inv_freq = (1.0 / 10000 ** (np.arange(0, rot, 2, dtype=np.float32) / rot)).astype(np.float32)
-    plan = b.kv_attention_plan(positions, _cu(new), _cu([h + n for h, n in zip(history, new)]), write, read,
-                               inv_freq, style, 1.1)
+    kc, vc, plan = kv_cache_setup(b, rng, history, new, hkv, d, (rot, style, 1.1))
     t = sum(new)
     qkv = b.upload(rng.standard_normal((t, (hq + 2 * hkv) * d)).astype(np.float32))
     q, k, v = b.split(qkv, [hq * d, hkv * d, hkv * d])
@@ -64,10 +40,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"h{c[0]}-n{c[1]}-win{c[7]}" for c in CASES])
-def test_fused_matches_composed_and_numpy(case):
+def test_fused_matches_composed_and_numpy(case, count_rope_store):
     history, new, hq, hkv, d, rot, style, window = case
     b = OpenCLBackend()
-    b._k_rope_store = counted = Counted(b._k_rope_store)
+    counted = count_rope_store(b)
     got = _case(b, history, new, hq, hkv, d, rot, style, window, 1)
     assert counted.calls == 1  # RoPE and both cache writes: one launch
     composed = _case(OpenCLBackend(), history, new, hq, hkv, d, rot, style, window, 1, composed=True)

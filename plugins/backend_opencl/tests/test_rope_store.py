@@ -8,15 +8,6 @@ from gllm_core.backends.numpy_backend import NumpyBackend
 from gllm_backend_opencl.backend import OpenCLBackend
 
 
-class Counted:
-    def __init__(self, k):
-        self.k, self.calls = k, 0
-
-    def __call__(self, *a, **kw):
-        self.calls += 1
-        return self.k(*a, **kw)
-
-
 def _step(b, qkv, positions, inv_freq, slots, n_slots, hq, hkv, d, cut=None):
     """RoPE q and k (column views of qkv), write k and v rows into fresh caches."""
     t = qkv.shape[0]
@@ -36,7 +27,7 @@ def _step(b, qkv, positions, inv_freq, slots, n_slots, hq, hkv, d, cut=None):
 
 @pytest.mark.parametrize("cut", [None, "after_rope", "after_keys"])
 @pytest.mark.parametrize("t", [1, 3])
-def test_rope_and_cache_writes(cut, t):
+def test_rope_and_cache_writes(cut, t, count_rope_store):
     rng = np.random.default_rng(t)
     hq, hkv, d = 4, 2, 16
     qkv = rng.standard_normal((t, (hq + 2 * hkv) * d)).astype(np.float32)
@@ -45,14 +36,14 @@ def test_rope_and_cache_writes(cut, t):
     slots = rng.permutation(9)[:t].astype(np.int32)
     want = _step(NumpyBackend(), qkv, positions, inv_freq, slots, 9, hq, hkv, d)
     b = OpenCLBackend()
-    b._k_rope_store = counted = Counted(b._k_rope_store)
+    counted = count_rope_store(b)
     got = _step(b, qkv, positions, inv_freq, slots, 9, hq, hkv, d, cut)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert counted.calls == (1 if cut is None else 0)  # one launch only when nothing comes between
 
 
-def test_off_gives_the_same():
+def test_off_gives_the_same(count_rope_store):
     rng = np.random.default_rng(0)
     hq, hkv, d = 2, 1, 8
     qkv = rng.standard_normal((2, (hq + 2 * hkv) * d)).astype(np.float32)
@@ -60,7 +51,7 @@ def test_off_gives_the_same():
     on = _step(OpenCLBackend(), qkv, *args)
     b = OpenCLBackend()
     b.fuse_rope_store = False
-    b._k_rope_store = counted = Counted(b._k_rope_store)
+    counted = count_rope_store(b)
     off = _step(b, qkv, *args)
     assert counted.calls == 0
     for x, y in zip(on, off):
