@@ -25,20 +25,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu  # noqa: E402
+from gpu import _time  # noqa: E402  (seconds per call after one warm-up, queue drained)
 
 
 def log(*a):
     print(*a, flush=True)
-
-
-def _time(backend, fn, reps=10):
-    fn()
-    backend.queue.finish()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    backend.queue.finish()
-    return (time.perf_counter() - t0) / reps
 
 
 def host_launch(backend):
