@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -185,6 +186,7 @@ def llama_cpp(python: str, gguf: str, max_tokens: int, threads: int) -> dict | N
 
 
 def main(argv=None) -> int:
+    """The benchmark; a temporary GLLM_HOME it made (a copy of the model, ~0.5 GB) is removed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--streams", type=int, default=8)
@@ -199,13 +201,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     global MODEL
 
-    import openai
-
     fetch = fetch_models
     gguf = args.model_path or fetch.model_path("qwen2.5-coder-0.5b")
     if args.model_path:
         MODEL = "bench-model"
     home = args.home or tempfile.mkdtemp(prefix="gllm-bench-serve-")
+    try:
+        return _bench(args, gguf, home)
+    finally:
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _bench(args, gguf: str, home: str) -> int:
+    import openai
+
     os.environ["GLLM_HOME"] = home
     from gllm_core.plugins import get_registry
     from gllm_core.store import ModelStore
