@@ -791,12 +791,24 @@ class OpenCLBackend(Backend):
                                              "NL": nl, "KB": kb})
         conv = rt.kernel(prg, "to16", [B, B, B, i])
         k = rt.kernel(prg, "gemm_mma16", [B, B, B, B, B, i, i, i, i, i])
-        alloc, nt, bm, bn = self._alloc, 32 * wm * wn, 16 * mt * wm, 8 * nl * wn
-        fallback = self._mma_launcher(code, split, "f32x") if kb > 32 else None
+        run16 = self._mma16_run(conv, k, split, 32 * wm * wn, 16 * mt * wm, 8 * nl * wn)
+        if kb <= 32:
+            return run16
+        fallback = self._mma_launcher(code, split, "f32x")
 
         def run(x, w, b, y, t, n_in, n_out, has_bias, act):
             if n_in % kb:
                 return fallback(x, w, b, y, t, n_in, n_out, has_bias, act)
+            run16(x, w, b, y, t, n_in, n_out, has_bias, act)
+        return run
+
+    def _mma16_run(self, conv, k, split: int, nt: int, bm: int, bn: int):
+        """The launcher of a GEMM kernel ``k`` over 16-bit x: ``conv`` (to16) makes x's 16-bit
+        halves (hi, and lo where ``split``), then ``k`` runs with ``nt`` work-items per block of
+        ``bm`` rows x ``bn`` columns of y."""
+        q, alloc = self.queue, self._alloc
+
+        def run(x, w, b, y, t, n_in, n_out, has_bias, act):
             n2 = t * n_in // 2
             hi = alloc(4 * n2)
             lo = alloc(4 * n2) if split else hi
@@ -806,7 +818,7 @@ class OpenCLBackend(Backend):
 
     def _mma_cp_launcher(self, code: int, split: int, variant: str):
         """The cp.async + ldmatrix pipeline GEMM (kernels/linear_mma_cp.cl) from 16-bit x."""
-        rt, q, i = self.rt, self.queue, _I32
+        rt, i = self.rt, _I32
         if mma_cp_local_bytes(variant, split) > rt.local_mem:
             raise BackendUnavailableError(f"GEMM variant {variant} needs more local memory than {rt.local_mem} bytes")
         wm, wn, mt, nl, st = MMA_CP_VARIANTS[variant]
@@ -816,15 +828,7 @@ class OpenCLBackend(Backend):
         conv_defines = {"WDTYPE": code, "SPLIT_X": split, **({"NO_PTX": 1} if "NO_PTX" in defines else {})}
         conv = rt.kernel(rt.program(["linear_mma.cl"], conv_defines), "to16", [B, B, B, i])
         k = rt.kernel(rt.program(["linear_mma_cp.cl"], defines), "gemm_mma_cp", [B, B, B, B, B, i, i, i, i, i])
-        alloc, nt, bm, bn = self._alloc, 32 * wm * wn, 16 * mt * wm, 8 * nl * wn
-
-        def run(x, w, b, y, t, n_in, n_out, has_bias, act):
-            n2 = t * n_in // 2
-            hi = alloc(4 * n2)
-            lo = alloc(4 * n2) if split else hi
-            conv(q, (_round_up(n2, 256),), (256,), x, hi, lo, n2)
-            k(q, (-(-n_out // bn) * nt, -(-t // bm)), (nt, 1), w, hi, lo, b, y, t, n_in, n_out, has_bias, act)
-        return run
+        return self._mma16_run(conv, k, split, 32 * wm * wn, 16 * mt * wm, 8 * nl * wn)
 
     def _check_mma(self, run, code: int) -> str:
         from gllm_core.weights import bf16_to_f32, f32_to_bf16

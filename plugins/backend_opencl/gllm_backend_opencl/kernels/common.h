@@ -66,3 +66,11 @@ inline float8 loadw8(__global const wtype* p) {
 #endif
 
 inline float dot8(float8 a, float8 b) { return dot(a.lo, b.lo) + dot(a.hi, b.hi); }
+
+// a matrix-unit GEMM's accumulators, float acc[MT][NL][4] (MT x NL mma tiles of 16 x 8 per warp),
+// declared and zeroed (the same unrolled loops as written out, for kernels that define MT and NL)
+#define MMA_ACC_ZEROED(acc)                                                                      \
+    float acc[MT][NL][4];                                                                        \
+    _Pragma("unroll") for (int i = 0; i < MT; i++)                                               \
+    _Pragma("unroll") for (int j = 0; j < NL; j++)                                               \
+    _Pragma("unroll") for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f

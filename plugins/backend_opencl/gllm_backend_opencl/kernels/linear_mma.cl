@@ -218,13 +218,7 @@ void gemm_mma16(__global const ushort* restrict w, __global const ushort* restri
     const int g = lane >> 2, tg = lane & 3;
     const int n0 = get_group_id(0) * BN2, m0 = get_group_id(1) * BM2;
 
-    float acc[MT][NL][4];
-#pragma unroll
-    for (int i = 0; i < MT; i++)
-#pragma unroll
-        for (int j = 0; j < NL; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    MMA_ACC_ZEROED(acc);
 
     uint4 xr[NA], wr[NB2];
 #if SPLIT_X

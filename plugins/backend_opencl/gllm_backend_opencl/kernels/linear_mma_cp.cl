@@ -68,6 +68,20 @@ inline void cmma(float* c, const uint* a, uint b0, uint b1) {
 #endif
 }
 
+// the 16-byte chunks of one operand's tile that a work-item copies at every stage (PER of them):
+// P_src their global addresses at k = 0 (rows from row0; past the operand's `rows` rows the last
+// row's, with P_ok 0 bytes to copy, else 16), P_dst their swizzled local offsets
+#define CHUNKS(P, PER, src, row0, rows)                                                          \
+    __global const ushort* P##_src[PER];                                                         \
+    uint P##_dst[PER];                                                                           \
+    int P##_ok[PER];                                                                             \
+    _Pragma("unroll") for (int i = 0; i < PER; i++) {                                            \
+        int e = tid + CNT * i, r = e >> 2, c = e & 3, g = row0 + r;                              \
+        P##_ok[i] = g < rows ? 16 : 0;                                                           \
+        P##_src[i] = src + (size_t)min(g, rows - 1) * n_in + c * 8;                              \
+        P##_dst[i] = SWZ(r, c);                                                                  \
+    }
+
 __kernel __attribute__((reqd_work_group_size(CNT, 1, 1)))
 void gemm_mma_cp(__global const ushort* restrict w, __global const ushort* restrict xh,
                  __global const ushort* restrict xl, __global const float* restrict bias,
@@ -87,35 +101,11 @@ void gemm_mma_cp(__global const ushort* restrict w, __global const ushort* restr
 #endif
     const int nk = n_in / CKB;
 
-    float acc[MT][NL][4];
-#pragma unroll
-    for (int i = 0; i < MT; i++)
-#pragma unroll
-        for (int j = 0; j < NL; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    MMA_ACC_ZEROED(acc);
 
     // this work-item's chunks: fixed rows and chunk columns, only k moves
-    __global const ushort* a_src[CA_PER];
-    uint a_dst[CA_PER];
-    int a_ok[CA_PER];
-#pragma unroll
-    for (int i = 0; i < CA_PER; i++) {
-        int e = tid + CNT * i, r = e >> 2, c = e & 3, gm = m0 + r;
-        a_ok[i] = gm < T ? 16 : 0;
-        a_src[i] = xh + (size_t)min(gm, T - 1) * n_in + c * 8;
-        a_dst[i] = SWZ(r, c);
-    }
-    __global const ushort* b_src[CB_PER];
-    uint b_dst[CB_PER];
-    int b_ok[CB_PER];
-#pragma unroll
-    for (int i = 0; i < CB_PER; i++) {
-        int e = tid + CNT * i, r = e >> 2, c = e & 3, gn = n0 + r;
-        b_ok[i] = gn < n_out ? 16 : 0;
-        b_src[i] = w + (size_t)min(gn, n_out - 1) * n_in + c * 8;
-        b_dst[i] = SWZ(r, c);
-    }
+    CHUNKS(a, CA_PER, xh, m0, T)
+    CHUNKS(b, CB_PER, w, n0, n_out)
 
 #define LOAD_STAGE(s, kt)                                                                         \
     {                                                                                             \
