@@ -451,6 +451,41 @@ def _emit_row(e, kind, nt, P):
         b.store(total, b.bitcast(e.ptr(P["out"], addr), f32.as_pointer()), align=4)
 
 
+def _codegen_args(context, builder, signature, args, arrays, ints):
+    """An intrinsic's arguments for the emitters: each array (name, position) as an i8 pointer
+    ``P[name]`` and its first stride ``P[name + "_s0"]``, then each integer (name, position)
+    widened to i64."""
+    P = {}
+    for name, i in arrays:
+        arr = context.make_array(signature.args[i])(context, builder, args[i])
+        P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+        P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
+    for name, i in ints:
+        value, ty = args[i], signature.args[i]
+        if ty.bitwidth != 64:
+            value = builder.sext(value, i64) if ty.signed else builder.zext(value, i64)
+        P[name] = value
+    return P
+
+
+def _emit_paths(builder, P, prefix, emit):
+    """A switch on ``P["isa"] * 16 + P["nt"]`` with one case per instruction path and token chunk,
+    each filled by ``emit(_Emit(builder, path), nt)`` (a path the CPU lacks gets the best it has);
+    the builder ends after the switch."""
+    key = builder.add(builder.mul(P["isa"], _c64(16)), P["nt"])
+    finish = builder.append_basic_block(f"{prefix}_end")
+    switch = builder.switch(key, finish)
+    for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
+        emitted = min(isa_value, HOST_ISA)
+        for n in TOKEN_CHUNKS:
+            case = builder.append_basic_block(f"{prefix}_{isa_value}_{n}")
+            switch.add_case(_c64(isa_value * 16 + n), case)
+            builder.position_at_end(case)
+            emit(_Emit(builder, emitted), n)
+            builder.branch(finish)
+    builder.position_at_end(finish)
+
+
 @intrinsic
 def qdot(typingctx, kind, isa, nt, w, r, xq, xd, xs, xb, t0, nb, out):
     """``qdot(kind, isa, nt, w, r, xq, xd, xs, xb, t0, nb, out)``: ``out[t0 + i, r]`` for
@@ -467,31 +502,10 @@ def qdot(typingctx, kind, isa, nt, w, r, xq, xd, xs, xb, t0, nb, out):
     sig = types.void(kind, isa, nt, w, r, xq, xd, xs, xb, t0, nb, out)
 
     def codegen(context, builder, signature, args):
-        def as_i64(i):
-            value, ty = args[i], signature.args[i]
-            if ty.bitwidth == 64:
-                return value
-            return builder.sext(value, i64) if ty.signed else builder.zext(value, i64)
-
-        P = {}
-        for name, i in (("w", 3), ("xq", 5), ("xd", 6), ("xs", 7), ("xb", 8), ("out", 11)):
-            arr = context.make_array(signature.args[i])(context, builder, args[i])
-            P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
-            P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
-        P["r"], P["t0"], P["nb"] = as_i64(4), as_i64(9), as_i64(10)
-        isa_v, nt_v = as_i64(1), as_i64(2)
-        key = builder.add(builder.mul(isa_v, _c64(16)), nt_v)
-        finish = builder.append_basic_block("qdot_end")
-        switch = builder.switch(key, finish)
-        for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
-            emitted = min(isa_value, HOST_ISA)
-            for n in TOKEN_CHUNKS:
-                case = builder.append_basic_block(f"qdot_{isa_value}_{n}")
-                switch.add_case(_c64(isa_value * 16 + n), case)
-                builder.position_at_end(case)
-                _emit_row(_Emit(builder, emitted), kind_value, n, P)
-                builder.branch(finish)
-        builder.position_at_end(finish)
+        P = _codegen_args(context, builder, signature, args,
+                          (("w", 3), ("xq", 5), ("xd", 6), ("xs", 7), ("xb", 8), ("out", 11)),
+                          (("r", 4), ("t0", 9), ("nb", 10), ("isa", 1), ("nt", 2)))
+        _emit_paths(builder, P, "qdot", lambda e, n: _emit_row(e, kind_value, n, P))
         return context.get_dummy_value()
 
     return sig, codegen

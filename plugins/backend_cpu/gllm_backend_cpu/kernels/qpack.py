@@ -32,15 +32,14 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .qdot import HOST_ISA, ISA_AVX2, ISA_GENERIC, ISA_VNNI, V8F32, V8I32, V16I16, V32I8, _c64, _Emit, \
-    _splat_const
+from .qdot import HOST_ISA, ISA_VNNI, TOKEN_CHUNKS, V8F32, V8I32, V16I16, V32I8, _c64, _codegen_args, \
+    _emit_paths, _splat_const
 from .scalar import _HARDWARE_HALF, half_to_float, target_has
 
 ROWS = 8  # rows per group
 KINDS = (0, 2, 4)  # the qdot kinds that have a packed form: q4_0, q5_0, q8_0
 GROUP_SIZE = {0: 144, 2: 176, 4: 272}  # bytes per group of 8 rows and one block
 ORIGINAL_SIZE = {0: 18, 2: 22, 4: 34}
-TOKEN_CHUNKS = (8, 4, 2, 1)
 
 
 def offset(kind: int, isa: int) -> int:
@@ -123,43 +122,97 @@ def _prefetch(e, ptr, ahead: int, size: int) -> None:
                     ir.Constant(ir.IntType(32), 1)])
 
 
-def _emit_group(e, kind, nt, P):
-    """The loop over the blocks of one group of 8 rows for nt tokens, and the stores."""
+def _halves(e, bits, vf):
+    """The float16 bits ``bits`` (a vector of i16) as the float vector type vf."""
+    b = e.b
+    if _HARDWARE_HALF:
+        return b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), vf.count)), vf)
+    v = ir.Constant(vf, ir.Undefined)
+    for i in range(vf.count):
+        lane = ir.Constant(ir.IntType(32), i)
+        v = b.insert_element(v, half_to_float(b, b.extract_element(bits, lane)), lane)
+    return v
+
+
+def _block_loop(e, P, prefix, t_index, vf, body, inner=()):
+    """The loop over a group's ``P["nb"]`` blocks with one float accumulator (type vf) per token,
+    then the stores of the sums to ``out[t_index[t], 8g:]``. ``body(blk, accs, *inner_blocks)``
+    emits one block (it may end in another basic block: the basic blocks named ``inner`` come
+    between the loop's and the exit's) and returns the new accumulators."""
+    b = e.b
+    nt = len(t_index)
+    zero = ir.Constant(vf, None)
+    entry = b.block
+    loop = b.append_basic_block(f"{prefix}_loop")
+    blocks = [b.append_basic_block(f"{prefix}_{name}") for name in inner]
+    done = b.append_basic_block(f"{prefix}_done")
+    b.cbranch(b.icmp_signed(">", P["nb"], _c64(0)), loop, done)
+    b.position_at_end(loop)
+    blk = b.phi(ir.IntType(64))
+    accs = [b.phi(vf) for _ in range(nt)]
+    new = body(blk, accs, *blocks)
+    nxt = b.add(blk, _c64(1))
+    end = b.block
+    b.cbranch(b.icmp_signed("<", nxt, P["nb"]), loop, done)
+    blk.add_incoming(_c64(0), entry)
+    blk.add_incoming(nxt, end)
+    for t in range(nt):
+        accs[t].add_incoming(zero, entry)
+        accs[t].add_incoming(new[t], end)
+    b.position_at_end(done)
+    finals = []
+    for t in range(nt):  # every phi first
+        ph = b.phi(vf)
+        ph.add_incoming(zero, entry)
+        ph.add_incoming(new[t], end)
+        finals.append(ph)
+    col = b.mul(P["g"], _c64(4 * ROWS))
+    for t in range(nt):
+        addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
+        b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), vf.as_pointer()), align=4)
+
+
+# AVX-512 VNNI with 512-bit byte operations: two groups (16 rows) per vector, so that one
+# broadcast of four activation bytes and one instruction serve 64 products
+WIDE = target_has("avx512vnni") and target_has("avx512bw") and target_has("avx512f")
+
+
+def _emit_group(e, kind, nt, P, wide=False):
+    """The loop over the blocks of one group of 8 rows for nt tokens, and the stores. ``wide``
+    (the VNNI path only): groups g and g + 1 (rows 8g..8g+15) on 512-bit vectors, each vector the
+    concatenation of the two groups' 32-byte vectors."""
     b = e.b
     gsize = GROUP_SIZE[kind]
-    nb = P["nb"]
-    base = e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))
+    lanes = 16 if wide else 8
+    i32t = ir.IntType(32)
+    vi8, vi32, vf = ir.VectorType(ir.IntType(8), 4 * lanes), ir.VectorType(i32t, lanes), ir.VectorType(ir.FloatType(), lanes)
+    bases = [e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))]
+    if wide:
+        bases.append(e.ptr(bases[0], P["p_s0"]))
     t_index = [b.add(P["t0"], _c64(t)) for t in range(nt)]
     x_rows = [e.ptr(P["xq"], b.mul(ti, P["xq_s0"])) for ti in t_index]
-    i32t = ir.IntType(32)
     vnni = e.isa >= ISA_VNNI
     # independent integer sums per token: the eight vpdpbusd of a block would otherwise wait on
     # each other (latency 4-5 cycles each)
     chains = 4 if nt <= 2 else 2
-    v8i16 = ir.VectorType(ir.IntType(16), 8)
 
-    def scales8(gb):
-        bits = e.load(gb, _c64(0), v8i16)
-        if _HARDWARE_HALF:
-            return b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 8)), V8F32)
-        v = ir.Constant(V8F32, ir.Undefined)
-        for i in range(8):
-            lane = ir.Constant(i32t, i)
-            v = b.insert_element(v, half_to_float(b, b.extract_element(bits, lane)), lane)
-        return v
+    def load(gbs, off, ty):
+        """The vector of type ty at byte off of each group's block, concatenated."""
+        parts = [e.load(gb, _c64(off), ty) for gb in gbs]
+        return parts[0] if len(parts) == 1 else e.shuffle(parts[0], parts[1], range(2 * ty.count))
 
-    def weights(gb):
+    def weights(gbs):
         """The block's 8 weight vectors (as the dot products read them)."""
         if kind == 4:
-            vs = [e.load(gb, _c64(16 + 32 * j), V32I8) for j in range(8)]
+            vs = [load(gbs, 16 + 32 * j, V32I8) for j in range(8)]
             if vnni:  # w + 128, unsigned: vpdpbusd multiplies unsigned by signed bytes
-                vs = [b.xor(v, _splat_const(V32I8, -128)) for v in vs]
+                vs = [b.xor(v, _splat_const(vi8, -128)) for v in vs]
             return vs
         lo = 16 if kind == 0 else 48
-        nib = [e.load(gb, _c64(lo + 32 * a), V32I8) for a in range(4)]
+        nib = [load(gbs, lo + 32 * a, V32I8) for a in range(4)]
         vs = [e.and_(n, 15) for n in nib] + [e.and_(e.lshr(n, 4), 15) for n in nib]
         if kind == 2:
-            high = e.load(gb, _c64(16), V32I8)
+            high = load(gbs, 16, V32I8)
             for j in range(8):
                 bit = e.and_(high, (1 << j) - (256 if j == 7 else 0))
                 if j < 4:
@@ -169,213 +222,87 @@ def _emit_group(e, kind, nt, P):
                 vs[j] = b.or_(vs[j], bit)
         return vs
 
+    def dot_us(u, s, acc):
+        if not wide:
+            return e.dot_us(u, s, acc)
+        start = ir.Constant(vi32, None) if acc is None else acc
+        return e.call("llvm.x86.avx512.vpdpbusd.512", vi32, start, b.bitcast(u, vi32), b.bitcast(s, vi32))
+
     def dots(t, vs, xoff, start):
-        """Sum over the block of the 8 rows' weights times token t's activations: 8 int32 lanes."""
+        """Sum over the block of the rows' weights times token t's activations: int32 lanes."""
         accs = [start] + [None] * (chains - 1)
         if not vnni and kind != 4:
             return _pair_dots(e, [b.bitcast(e.splat(e.load(x_rows[t], b.add(xoff, _c64(4 * j)), i32t), V8I32), V32I8)
                                   for j in range(8)], vs, start)
         for j in range(8):
             x4 = e.load(x_rows[t], b.add(xoff, _c64(4 * j)), i32t)
-            xv = b.bitcast(e.splat(x4, V8I32), V32I8)
+            xv = b.bitcast(e.splat(x4, vi32), vi8)
             c = j % chains
             if kind == 4 and not vnni:  # signed weights: |w| x sign(x, w)
                 prod = e.madd(e.maddubs(e.sign(vs[j], vs[j]), e.sign(xv, vs[j])), _splat_const(V16I16, 1))
                 accs[c] = prod if accs[c] is None else b.add(accs[c], prod)
             else:
-                accs[c] = e.dot_us(vs[j], xv, accs[c])
+                accs[c] = dot_us(vs[j], xv, accs[c])
         total = accs[0]
         for a in accs[1:]:
             total = b.add(total, a)
         return total
 
-    zero = ir.Constant(V8F32, None)
-    entry = b.block
-    loop = b.append_basic_block("qpack_loop")
-    done = b.append_basic_block("qpack_done")
-    b.cbranch(b.icmp_signed(">", nb, _c64(0)), loop, done)
-    b.position_at_end(loop)
-    blk = b.phi(ir.IntType(64))
-    accs = [b.phi(V8F32) for _ in range(nt)]
-    gb = e.ptr(base, b.mul(blk, _c64(gsize)))
-    _prefetch(e, gb, PREFETCH_BYTES, gsize)
-    dw = scales8(gb)
-    vs = weights(gb)
-    xoff = b.mul(blk, _c64(32))
-    d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
-    c_col = e.ptr(P["xc"], b.mul(blk, P["xc_s0"]))
-    new = []
-    for t in range(nt):
-        start = e.splat(e.load(c_col, b.mul(t_index[t], _c64(4)), i32t), V8I32) if P["corr"] else None
-        total = dots(t, vs, xoff, start)
-        dx = e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType())
-        new.append(e.fma(b.fmul(dw, e.splat(dx, V8F32)), b.sitofp(total, V8F32), accs[t]))
-    nxt = b.add(blk, _c64(1))
-    end = b.block
-    b.cbranch(b.icmp_signed("<", nxt, nb), loop, done)
-    blk.add_incoming(_c64(0), entry)
-    blk.add_incoming(nxt, end)
-    for t in range(nt):
-        accs[t].add_incoming(zero, entry)
-        accs[t].add_incoming(new[t], end)
-    b.position_at_end(done)
-    finals = []
-    for t in range(nt):
-        ph = b.phi(V8F32)
-        ph.add_incoming(zero, entry)
-        ph.add_incoming(new[t], end)
-        finals.append(ph)
-    col = b.mul(P["g"], _c64(4 * ROWS))
-    for t in range(nt):
-        addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
-        b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), V8F32.as_pointer()), align=4)
+    def body(blk, accs):
+        boff = b.mul(blk, _c64(gsize))
+        gbs = [e.ptr(base, boff) for base in bases]
+        for gb in gbs:
+            _prefetch(e, gb, PREFETCH_BYTES, gsize)
+        dw = _halves(e, load(gbs, 0, ir.VectorType(ir.IntType(16), 8)), vf)
+        vs = weights(gbs)
+        xoff = b.mul(blk, _c64(32))
+        d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
+        c_col = e.ptr(P["xc"], b.mul(blk, P["xc_s0"]))
+        new = []
+        for t in range(nt):
+            start = e.splat(e.load(c_col, b.mul(t_index[t], _c64(4)), i32t), vi32) if P["corr"] else None
+            total = dots(t, vs, xoff, start)
+            dx = e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType())
+            new.append(e.fma(b.fmul(dw, e.splat(dx, vf)), b.sitofp(total, vf), accs[t]))
+        return new
+
+    _block_loop(e, P, "qpack16" if wide else "qpack", t_index, vf, body)
 
 
-# AVX-512 VNNI with 512-bit byte operations: two groups (16 rows) per vector, so that one
-# broadcast of four activation bytes and one instruction serve 64 products
-WIDE = target_has("avx512vnni") and target_has("avx512bw") and target_has("avx512f")
+def _typed(kind, kinds, *ints):
+    """Whether an intrinsic's arguments type: kind a literal of kinds, the others integers."""
+    return (isinstance(kind, types.IntegerLiteral) and kind.literal_value in kinds
+            and all(isinstance(t, types.Integer) for t in ints))
 
 
-def _emit_pair16(e, kind, nt, P):
-    """Groups g and g + 1 (rows 8g..8g+15) on 512-bit vectors (VNNI path only): as _emit_group,
-    each vector the concatenation of the two groups' 32-byte vectors."""
-    b = e.b
-    gsize = GROUP_SIZE[kind]
-    nb = P["nb"]
-    i8t, i16t, i32t = ir.IntType(8), ir.IntType(16), ir.IntType(32)
-    v64i8, v16i32, v16f32 = ir.VectorType(i8t, 64), ir.VectorType(i32t, 16), ir.VectorType(ir.FloatType(), 16)
-    base0 = e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))
-    base1 = e.ptr(base0, P["p_s0"])
-    t_index = [b.add(P["t0"], _c64(t)) for t in range(nt)]
-    x_rows = [e.ptr(P["xq"], b.mul(ti, P["xq_s0"])) for ti in t_index]
-    chains = 4 if nt <= 2 else 2
-
-    def load2(g0, g1, off, ty):
-        return e.shuffle(e.load(g0, _c64(off), ty), e.load(g1, _c64(off), ty), range(2 * ty.count))
-
-    def dot(acc, u, s):
-        start = ir.Constant(v16i32, None) if acc is None else acc
-        return e.call("llvm.x86.avx512.vpdpbusd.512", v16i32, start, b.bitcast(u, v16i32), b.bitcast(s, v16i32))
-
-    zero = ir.Constant(v16f32, None)
-    entry = b.block
-    loop = b.append_basic_block("qpack16_loop")
-    done = b.append_basic_block("qpack16_done")
-    b.cbranch(b.icmp_signed(">", nb, _c64(0)), loop, done)
-    b.position_at_end(loop)
-    blk = b.phi(ir.IntType(64))
-    accs = [b.phi(v16f32) for _ in range(nt)]
-    boff = b.mul(blk, _c64(gsize))
-    g0, g1 = e.ptr(base0, boff), e.ptr(base1, boff)
-    _prefetch(e, g0, PREFETCH_BYTES, gsize)
-    _prefetch(e, g1, PREFETCH_BYTES, gsize)
-    bits = load2(g0, g1, 0, ir.VectorType(i16t, 8))
-    if _HARDWARE_HALF:
-        dw = b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 16)), v16f32)
-    else:
-        dw = ir.Constant(v16f32, ir.Undefined)
-        for i in range(16):
-            lane = ir.Constant(i32t, i)
-            dw = b.insert_element(dw, half_to_float(b, b.extract_element(bits, lane)), lane)
-    if kind == 4:
-        vs = [b.xor(load2(g0, g1, 16 + 32 * j, V32I8), _splat_const(v64i8, -128)) for j in range(8)]
-    else:
-        nib = [load2(g0, g1, (16 if kind == 0 else 48) + 32 * a, V32I8) for a in range(4)]
-        vs = [e.and_(n, 15) for n in nib] + [e.and_(e.lshr(n, 4), 15) for n in nib]
-        if kind == 2:
-            high = load2(g0, g1, 16, V32I8)
-            for j in range(8):
-                bit = e.and_(high, (1 << j) - (256 if j == 7 else 0))
-                if j < 4:
-                    bit = e.shl(bit, 4 - j)
-                elif j > 4:
-                    bit = e.lshr(bit, j - 4)
-                vs[j] = b.or_(vs[j], bit)
-    xoff = b.mul(blk, _c64(32))
-    d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
-    c_col = e.ptr(P["xc"], b.mul(blk, P["xc_s0"]))
-    new = []
-    for t in range(nt):
-        sums = [e.splat(e.load(c_col, b.mul(t_index[t], _c64(4)), i32t), v16i32)] + [None] * (chains - 1)
-        for j in range(8):
-            xv = b.bitcast(e.splat(e.load(x_rows[t], b.add(xoff, _c64(4 * j)), i32t), v16i32), v64i8)
-            sums[j % chains] = dot(sums[j % chains], vs[j], xv)
-        total = sums[0]
-        for a in sums[1:]:
-            total = b.add(total, a)
-        dx = e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType())
-        new.append(e.fma(b.fmul(dw, e.splat(dx, v16f32)), b.sitofp(total, v16f32), accs[t]))
-    nxt = b.add(blk, _c64(1))
-    end = b.block
-    b.cbranch(b.icmp_signed("<", nxt, nb), loop, done)
-    blk.add_incoming(_c64(0), entry)
-    blk.add_incoming(nxt, end)
-    for t in range(nt):
-        accs[t].add_incoming(zero, entry)
-        accs[t].add_incoming(new[t], end)
-    b.position_at_end(done)
-    finals = []
-    for t in range(nt):
-        ph = b.phi(v16f32)
-        ph.add_incoming(zero, entry)
-        ph.add_incoming(new[t], end)
-        finals.append(ph)
-    col = b.mul(P["g"], _c64(4 * ROWS))
-    for t in range(nt):
-        addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
-        b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), v16f32.as_pointer()), align=4)
+_PACKED_ARRAYS = (("p", 3), ("xq", 5), ("xd", 6), ("xc", 7), ("out", 10))
+_PACKED_INTS = (("g", 4), ("t0", 8), ("nb", 9), ("isa", 1), ("nt", 2))
 
 
 @intrinsic
 def qdot16(typingctx, kind, isa, nt, p, g, xq, xd, xc, t0, nb, out):
     """``qdot8`` for groups g and g + 1 together (rows 8g..8g+15): on 512-bit vectors where the
     VNNI path runs on a CPU with AVX-512 VNNI and BW, else the two groups one after the other."""
-    if not isinstance(kind, types.IntegerLiteral) or kind.literal_value not in KINDS:
+    if not _typed(kind, KINDS, isa, nt, g, t0, nb):
         return None
     kind_value = kind.literal_value
-    if not all(isinstance(t, types.Integer) for t in (isa, nt, g, t0, nb)):
-        return None
     sig = types.void(kind, isa, nt, p, g, xq, xd, xc, t0, nb, out)
 
     def codegen(context, builder, signature, args):
-        P = _params(context, builder, signature, args)
-        key = builder.add(builder.mul(P["isa"], _c64(16)), P["nt"])
-        finish = builder.append_basic_block("qpack16_end")
-        switch = builder.switch(key, finish)
-        for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
-            emitted = min(isa_value, HOST_ISA)
-            for n in TOKEN_CHUNKS:
-                case = builder.append_basic_block(f"qpack16_{isa_value}_{n}")
-                switch.add_case(_c64(isa_value * 16 + n), case)
-                builder.position_at_end(case)
-                P["corr"] = offset(kind_value, emitted) != 0
-                if emitted >= ISA_VNNI and WIDE:
-                    _emit_pair16(_Emit(builder, emitted), kind_value, n, P)
-                else:
-                    _emit_group(_Emit(builder, emitted), kind_value, n, P)
-                    _emit_group(_Emit(builder, emitted), kind_value, n, dict(P, g=builder.add(P["g"], _c64(1))))
-                builder.branch(finish)
-        builder.position_at_end(finish)
+        P = _codegen_args(context, builder, signature, args, _PACKED_ARRAYS, _PACKED_INTS)
+
+        def emit(e, n):
+            Pc = dict(P, corr=offset(kind_value, e.isa) != 0)
+            if e.isa >= ISA_VNNI and WIDE:
+                _emit_group(e, kind_value, n, Pc, wide=True)
+            else:
+                _emit_group(e, kind_value, n, Pc)
+                _emit_group(e, kind_value, n, dict(Pc, g=builder.add(P["g"], _c64(1))))
+
+        _emit_paths(builder, P, "qpack16", emit)
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _params(context, builder, signature, args):
-    def as_i64(i):
-        value, ty = args[i], signature.args[i]
-        if ty.bitwidth == 64:
-            return value
-        return builder.sext(value, ir.IntType(64)) if ty.signed else builder.zext(value, ir.IntType(64))
-
-    P = {}
-    for name, i in (("p", 3), ("xq", 5), ("xd", 6), ("xc", 7), ("out", 10)):
-        arr = context.make_array(signature.args[i])(context, builder, args[i])
-        P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
-        P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
-    P["g"], P["t0"], P["nb"] = as_i64(4), as_i64(8), as_i64(9)
-    P["isa"], P["nt"] = as_i64(1), as_i64(2)
-    return P
 
 
 @intrinsic
@@ -385,40 +312,15 @@ def qdot8(typingctx, kind, isa, nt, p, g, xq, xd, xc, t0, nb, out):
     the int8 activation rows ``t0 + i`` (scales ``xd`` and offsets ``xc`` as (blocks, T)) over
     ``nb`` blocks. ``kind`` must be a literal; ``isa`` picks the path at run time (paths the CPU
     lacks fall back to one it has); any other ``nt`` writes nothing."""
-    if not isinstance(kind, types.IntegerLiteral) or kind.literal_value not in KINDS:
+    if not _typed(kind, KINDS, isa, nt, g, t0, nb):
         return None
     kind_value = kind.literal_value
-    if not all(isinstance(t, types.Integer) for t in (isa, nt, g, t0, nb)):
-        return None
     sig = types.void(kind, isa, nt, p, g, xq, xd, xc, t0, nb, out)
 
     def codegen(context, builder, signature, args):
-        def as_i64(i):
-            value, ty = args[i], signature.args[i]
-            if ty.bitwidth == 64:
-                return value
-            return builder.sext(value, ir.IntType(64)) if ty.signed else builder.zext(value, ir.IntType(64))
-
-        P = {}
-        for name, i in (("p", 3), ("xq", 5), ("xd", 6), ("xc", 7), ("out", 10)):
-            arr = context.make_array(signature.args[i])(context, builder, args[i])
-            P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
-            P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
-        P["g"], P["t0"], P["nb"] = as_i64(4), as_i64(8), as_i64(9)
-        isa_v, nt_v = as_i64(1), as_i64(2)
-        key = builder.add(builder.mul(isa_v, _c64(16)), nt_v)
-        finish = builder.append_basic_block("qpack_end")
-        switch = builder.switch(key, finish)
-        for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
-            emitted = min(isa_value, HOST_ISA)
-            for n in TOKEN_CHUNKS:
-                case = builder.append_basic_block(f"qpack_{isa_value}_{n}")
-                switch.add_case(_c64(isa_value * 16 + n), case)
-                builder.position_at_end(case)
-                P["corr"] = offset(kind_value, emitted) != 0
-                _emit_group(_Emit(builder, emitted), kind_value, n, P)
-                builder.branch(finish)
-        builder.position_at_end(finish)
+        P = _codegen_args(context, builder, signature, args, _PACKED_ARRAYS, _PACKED_INTS)
+        _emit_paths(builder, P, "qpack",
+                    lambda e, n: _emit_group(e, kind_value, n, dict(P, corr=offset(kind_value, e.isa) != 0)))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -506,7 +408,6 @@ def _emit_group_k(e, kind, nt, P):
     """The loop over the super-blocks of one group of 8 rows for nt tokens, and the stores."""
     b = e.b
     gsize = GROUP_SIZE_K[kind]
-    nb = P["nb"]
     base = e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))
     t_index = [b.add(P["t0"], _c64(t)) for t in range(nt)]
     x_rows = [e.ptr(P["xq"], b.mul(ti, P["xq_s0"])) for ti in t_index]
@@ -518,14 +419,7 @@ def _emit_group_k(e, kind, nt, P):
     nib0 = 224 if kind == 5 else 144
 
     def halves8(gb, off):
-        bits = e.load(gb, _c64(off), v8i16)
-        if _HARDWARE_HALF:
-            return b.fpext(b.bitcast(bits, ir.VectorType(ir.HalfType(), 8)), V8F32)
-        v = ir.Constant(V8F32, ir.Undefined)
-        for i in range(8):
-            lane = ir.Constant(i32t, i)
-            v = b.insert_element(v, half_to_float(b, b.extract_element(bits, lane)), lane)
-        return v
+        return _halves(e, e.load(gb, _c64(off), v8i16), V8F32)
 
     def group_vectors(gb, grp):
         """Group grp's 8 weight vectors (grp an i64 value: the group loop is a real loop, so that
@@ -563,84 +457,61 @@ def _emit_group_k(e, kind, nt, P):
         raw = e.load(gb, off, v8i8)
         return b.zext(raw, V8I32) if kind == 5 else b.sext(raw, V8I32)
 
-    zero = ir.Constant(V8F32, None)
     izero = ir.Constant(V8I32, None)
-    entry = b.block
-    loop = b.append_basic_block("qpackk_loop")
-    gloop = b.append_basic_block("qpackk_groups")
-    gdone = b.append_basic_block("qpackk_sums")
-    done = b.append_basic_block("qpackk_done")
-    b.cbranch(b.icmp_signed(">", nb, _c64(0)), loop, done)
-    b.position_at_end(loop)
-    blk = b.phi(ir.IntType(64))
-    accs = [b.phi(V8F32) for _ in range(nt)]
-    gb = e.ptr(base, b.mul(blk, _c64(gsize)))
-    _prefetch(e, gb, PREFETCH_BYTES, gsize)
-    xblk = b.mul(blk, _c64(256))
-    b.branch(gloop)
-    b.position_at_end(gloop)
-    grp = b.phi(ir.IntType(64))
-    sumi_in = [b.phi(V8I32) for _ in range(nt)]
-    sumi = list(sumi_in)
-    vs = group_vectors(gb, grp)
-    xgrp = b.add(xblk, b.mul(grp, _c64(32)))
-    if kind == 5:
-        sc = scale_vector(gb, b.add(_c64(32), b.mul(grp, _c64(8))))
-        for t in range(nt):
-            sumi[t] = b.add(sumi[t], b.mul(dot(t, vs, xgrp, None), sc))
-    else:
-        for half in range(2):
-            sub = b.add(b.mul(grp, _c64(2)), _c64(half))
-            sc = scale_vector(gb, b.add(_c64(16), b.mul(sub, _c64(8))))
-            for t in range(nt):
-                bs = b.sext(e.load(b_rows[t], b.mul(b.add(b.mul(blk, _c64(16)), sub), _c64(2)), i16t), i32t)
-                start = e.splat(b.mul(bs, ir.Constant(i32t, -32)), V8I32)
-                prod = b.mul(dot(t, vs[4 * half:4 * half + 4], b.add(xgrp, _c64(16 * half)), start), sc)
-                sumi[t] = b.add(sumi[t], prod)
-    gnext = b.add(grp, _c64(1))
-    gend = b.block
-    b.cbranch(b.icmp_signed("<", gnext, _c64(8)), gloop, gdone)
-    grp.add_incoming(_c64(0), loop)
-    grp.add_incoming(gnext, gend)
-    for t in range(nt):
-        sumi_in[t].add_incoming(izero, loop)
-        sumi_in[t].add_incoming(sumi[t], gend)
-    b.position_at_end(gdone)
-    d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
-    dw = halves8(gb, 0)
-    new = []
-    if kind == 5:
-        dmin = b.fneg(halves8(gb, 16))
-        mins = [b.bitcast(e.load(gb, _c64(96 + 32 * p), V8I32), V16I16) for p in range(4)]
-    for t in range(nt):
-        dx = e.splat(e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType()), V8F32)
-        acc = e.fma(b.fmul(dw, dx), b.sitofp(sumi[t], V8F32), accs[t])
+
+    def body(blk, accs, gloop, gdone):
+        loop = b.block
+        gb = e.ptr(base, b.mul(blk, _c64(gsize)))
+        _prefetch(e, gb, PREFETCH_BYTES, gsize)
+        xblk = b.mul(blk, _c64(256))
+        b.branch(gloop)
+        b.position_at_end(gloop)
+        grp = b.phi(ir.IntType(64))
+        sumi_in = [b.phi(V8I32) for _ in range(nt)]
+        sumi = list(sumi_in)
+        vs = group_vectors(gb, grp)
+        xgrp = b.add(xblk, b.mul(grp, _c64(32)))
         if kind == 5:
-            summ = None
-            for p in range(4):  # the 32-sums of groups 2p and 2p + 1, one i32 load
-                pair = e.load(b_rows[t], b.mul(b.add(b.mul(blk, _c64(8)), _c64(2 * p)), _c64(2)), i32t)
-                summ = e.dot_ws(mins[p], b.bitcast(e.splat(pair, V8I32), V16I16), summ)
-            acc = e.fma(b.fmul(dmin, dx), b.sitofp(summ, V8F32), acc)
-        new.append(acc)
-    nxt = b.add(blk, _c64(1))
-    end = b.block
-    b.cbranch(b.icmp_signed("<", nxt, nb), loop, done)
-    blk.add_incoming(_c64(0), entry)
-    blk.add_incoming(nxt, end)
-    for t in range(nt):
-        accs[t].add_incoming(zero, entry)
-        accs[t].add_incoming(new[t], end)
-    b.position_at_end(done)
-    finals = []
-    for t in range(nt):  # every phi first
-        ph = b.phi(V8F32)
-        ph.add_incoming(zero, entry)
-        ph.add_incoming(new[t], end)
-        finals.append(ph)
-    col = b.mul(P["g"], _c64(4 * ROWS))
-    for t in range(nt):
-        addr = b.add(b.mul(t_index[t], P["out_s0"]), col)
-        b.store(finals[t], b.bitcast(e.ptr(P["out"], addr), V8F32.as_pointer()), align=4)
+            sc = scale_vector(gb, b.add(_c64(32), b.mul(grp, _c64(8))))
+            for t in range(nt):
+                sumi[t] = b.add(sumi[t], b.mul(dot(t, vs, xgrp, None), sc))
+        else:
+            for half in range(2):
+                sub = b.add(b.mul(grp, _c64(2)), _c64(half))
+                sc = scale_vector(gb, b.add(_c64(16), b.mul(sub, _c64(8))))
+                for t in range(nt):
+                    bs = b.sext(e.load(b_rows[t], b.mul(b.add(b.mul(blk, _c64(16)), sub), _c64(2)), i16t), i32t)
+                    start = e.splat(b.mul(bs, ir.Constant(i32t, -32)), V8I32)
+                    prod = b.mul(dot(t, vs[4 * half:4 * half + 4], b.add(xgrp, _c64(16 * half)), start), sc)
+                    sumi[t] = b.add(sumi[t], prod)
+        gnext = b.add(grp, _c64(1))
+        gend = b.block
+        b.cbranch(b.icmp_signed("<", gnext, _c64(8)), gloop, gdone)
+        grp.add_incoming(_c64(0), loop)
+        grp.add_incoming(gnext, gend)
+        for t in range(nt):
+            sumi_in[t].add_incoming(izero, loop)
+            sumi_in[t].add_incoming(sumi[t], gend)
+        b.position_at_end(gdone)
+        d_col = e.ptr(P["xd"], b.mul(blk, P["xd_s0"]))
+        dw = halves8(gb, 0)
+        new = []
+        if kind == 5:
+            dmin = b.fneg(halves8(gb, 16))
+            mins = [b.bitcast(e.load(gb, _c64(96 + 32 * p), V8I32), V16I16) for p in range(4)]
+        for t in range(nt):
+            dx = e.splat(e.load(d_col, b.mul(t_index[t], _c64(4)), ir.FloatType()), V8F32)
+            acc = e.fma(b.fmul(dw, dx), b.sitofp(sumi[t], V8F32), accs[t])
+            if kind == 5:
+                summ = None
+                for p in range(4):  # the 32-sums of groups 2p and 2p + 1, one i32 load
+                    pair = e.load(b_rows[t], b.mul(b.add(b.mul(blk, _c64(8)), _c64(2 * p)), _c64(2)), i32t)
+                    summ = e.dot_ws(mins[p], b.bitcast(e.splat(pair, V8I32), V16I16), summ)
+                acc = e.fma(b.fmul(dmin, dx), b.sitofp(summ, V8F32), acc)
+            new.append(acc)
+        return new
+
+    _block_loop(e, P, "qpackk", t_index, V8F32, body, ("groups", "sums"))
 
 
 @intrinsic
@@ -648,37 +519,15 @@ def qdot8k(typingctx, kind, isa, nt, p, g, xq, xd, xb, t0, nb, out):
     """``qdot8k(kind, isa, nt, p, g, xq, xd, xb, t0, nb, out)``: as ``qdot8`` for the packed K
     kinds (``pack_k``) over ``nb`` super-blocks: ``xd`` the q8_K scales as (super-blocks, T);
     ``xb`` int16 sums per 32 (q4_K) or per 16 (q6_K) as (T, sums)."""
-    if not isinstance(kind, types.IntegerLiteral) or kind.literal_value not in KINDS_K:
+    if not _typed(kind, KINDS_K, isa, nt, g, t0, nb):
         return None
     kind_value = kind.literal_value
-    if not all(isinstance(t, types.Integer) for t in (isa, nt, g, t0, nb)):
-        return None
     sig = types.void(kind, isa, nt, p, g, xq, xd, xb, t0, nb, out)
 
     def codegen(context, builder, signature, args):
-        def as_i64(i):
-            value, ty = args[i], signature.args[i]
-            if ty.bitwidth == 64:
-                return value
-            return builder.sext(value, ir.IntType(64)) if ty.signed else builder.zext(value, ir.IntType(64))
-
-        P = {}
-        for name, i in (("p", 3), ("xq", 5), ("xd", 6), ("xb", 7), ("out", 10)):
-            arr = context.make_array(signature.args[i])(context, builder, args[i])
-            P[name] = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
-            P[name + "_s0"] = cgutils.unpack_tuple(builder, arr.strides)[0]
-        P["g"], P["t0"], P["nb"] = as_i64(4), as_i64(8), as_i64(9)
-        key = builder.add(builder.mul(as_i64(1), _c64(16)), as_i64(2))
-        finish = builder.append_basic_block("qpackk_end")
-        switch = builder.switch(key, finish)
-        for isa_value in (ISA_GENERIC, ISA_AVX2, ISA_VNNI):
-            for n in TOKEN_CHUNKS:
-                case = builder.append_basic_block(f"qpackk_{isa_value}_{n}")
-                switch.add_case(_c64(isa_value * 16 + n), case)
-                builder.position_at_end(case)
-                _emit_group_k(_Emit(builder, min(isa_value, HOST_ISA)), kind_value, n, P)
-                builder.branch(finish)
-        builder.position_at_end(finish)
+        arrays = tuple(("xb", i) if name == "xc" else (name, i) for name, i in _PACKED_ARRAYS)
+        P = _codegen_args(context, builder, signature, args, arrays, _PACKED_INTS)
+        _emit_paths(builder, P, "qpackk", lambda e, n: _emit_group_k(e, kind_value, n, P))
         return context.get_dummy_value()
 
     return sig, codegen
