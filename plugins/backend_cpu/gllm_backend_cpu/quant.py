@@ -261,15 +261,21 @@ def _make_gemv(kind):
 
 def _make_gemv_packed(kind):
     """``act(x @ W.T + b)`` over weights repacked 8 rows at a time (kernels/qpack.py): groups of
-    rows split between threads, each pass over a group serving up to 8 tokens."""
+    rows split between threads, each pass over a group serving up to 8 tokens. ``xc``: for
+    q4_0 / q5_0 / q8_0 the offsets (``qdot8``), two groups at a time where there are two
+    (``qdot16``: 16 rows, one 512-bit vector with AVX-512); for the K kinds (``qdot8k``, 256-weight
+    super-blocks) the q8_K sums ``xb``, a group at a time."""
     digest = _QDOT_DIGEST
+    k_kind = kind in _qpack.KINDS_K  # a closure constant: numba drops the other branch
+    block = 256 if k_kind else 32
+    step = 1 if k_kind else 2
 
     def gemv_packed(p, isa, xq, xd, xc, bias, act, out):
         if digest < 0:  # never: it only keys the cache
             return
         groups = p.shape[0]
         T, n = xq.shape
-        nb = n // 32
+        nb = n // block
         tasks = (groups + GROUPS_PER_TASK - 1) // GROUPS_PER_TASK
         rows = out.shape[1]
         finish = bias.shape[0] == rows or act != ACT_NONE
@@ -278,12 +284,14 @@ def _make_gemv_packed(kind):
             g1 = min(groups, g0 + GROUPS_PER_TASK)
             for tb in range(0, T, TOKENS_PER_PASS):
                 te = min(T, tb + TOKENS_PER_PASS)
-                for g in range(g0, g1, 2):
+                for g in range(g0, g1, step):
                     t = tb
                     while t < te:
                         left = te - t
                         nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
-                        if g + 1 < g1:  # two groups at once (16 rows: one 512-bit vector with AVX-512)
+                        if k_kind:
+                            qdot8k(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
+                        elif g + 1 < g1:
                             qdot16(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
                         else:
                             qdot8(kind, isa, nt, p, g, xq, xd, xc, t, nb, out)
@@ -296,44 +304,10 @@ def _make_gemv_packed(kind):
     return twins(**_TWINS)(gemv_packed)
 
 
-def _make_gemv_packed_k(kind):
-    """As ``_make_gemv_packed`` for the packed K kinds (256-weight super-blocks)."""
-    digest = _QDOT_DIGEST
-
-    def gemv_packed_k(p, isa, xq, xd, xb, bias, act, out):
-        if digest < 0:  # never: it only keys the cache
-            return
-        groups = p.shape[0]
-        T, n = xq.shape
-        nb = n // 256
-        tasks = (groups + GROUPS_PER_TASK - 1) // GROUPS_PER_TASK
-        rows = out.shape[1]
-        finish = bias.shape[0] == rows or act != ACT_NONE
-        for c in prange(tasks):
-            g0 = c * GROUPS_PER_TASK
-            g1 = min(groups, g0 + GROUPS_PER_TASK)
-            for tb in range(0, T, TOKENS_PER_PASS):
-                te = min(T, tb + TOKENS_PER_PASS)
-                for g in range(g0, g1):
-                    t = tb
-                    while t < te:
-                        left = te - t
-                        nt = 8 if left >= 8 else (4 if left >= 4 else (2 if left >= 2 else 1))
-                        qdot8k(kind, isa, nt, p, g, xq, xd, xb, t, nb, out)
-                        t += nt
-            if finish:
-                for r in range(g0 * 8, g1 * 8):
-                    for t in range(T):
-                        _finish(out[t, r], t, r, bias, act, out)
-
-    return twins(**_TWINS)(gemv_packed_k)
-
-
 PACKED_TOKENS = 1  # from this many tokens on the packed kernels run (where the weight type has them)
 _NO_CORRECTION = np.zeros((1, 1), dtype=np.int32)  # xc of q8_0 off the VNNI path (unread)
 GROUPS_PER_TASK = 2  # groups of 8 rows per parallel task of the packed kernels
-GEMV_PACKED = {kind: _make_gemv_packed(kind) for kind in _qpack.KINDS}
-GEMV_PACKED.update({kind: _make_gemv_packed_k(kind) for kind in _qpack.KINDS_K})
+GEMV_PACKED = {kind: _make_gemv_packed(kind) for kind in _qpack.KINDS + _qpack.KINDS_K}
 GEMV = tuple(_make_gemv(kind) for kind in range(len(KIND_NAMES)))
 # small products run on the calling thread: a parallel region costs a few microseconds when idle
 # and, on a busy machine, waits for the slowest thread's time slice (measured: 0.3-0.5 ms for a
