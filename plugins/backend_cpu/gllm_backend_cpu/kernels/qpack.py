@@ -269,40 +269,46 @@ def _emit_group(e, kind, nt, P, wide=False):
     _block_loop(e, P, "qpack16" if wide else "qpack", t_index, vf, body)
 
 
-def _typed(kind, kinds, *ints):
-    """Whether an intrinsic's arguments type: kind a literal of kinds, the others integers."""
-    return (isinstance(kind, types.IntegerLiteral) and kind.literal_value in kinds
-            and all(isinstance(t, types.Integer) for t in ints))
+def _packed_intrinsic(args, kinds, prefix, emit, sums="xc"):
+    """Typing and codegen of a packed intrinsic (arguments ``kind, isa, nt, p, g, xq, xd, <sums>,
+    t0, nb, out``; kind a literal of kinds, the scalars integers): a switch over the instruction
+    paths and token chunks, each case filled by ``emit(e, kind, nt, P)``."""
+    kind, isa, nt, p, g, xq, xd, xc, t0, nb, out = args
+    if not (isinstance(kind, types.IntegerLiteral) and kind.literal_value in kinds
+            and all(isinstance(t, types.Integer) for t in (isa, nt, g, t0, nb))):
+        return None
+    kind_value = kind.literal_value
+    arrays = (("p", 3), ("xq", 5), ("xd", 6), (sums, 7), ("out", 10))
+
+    def codegen(context, builder, signature, cargs):
+        P = _codegen_args(context, builder, signature, cargs, arrays,
+                          (("g", 4), ("t0", 8), ("nb", 9), ("isa", 1), ("nt", 2)))
+        _emit_paths(builder, P, prefix, lambda e, n: emit(e, kind_value, n, P))
+        return context.get_dummy_value()
+
+    return types.void(*args), codegen
 
 
-_PACKED_ARRAYS = (("p", 3), ("xq", 5), ("xd", 6), ("xc", 7), ("out", 10))
-_PACKED_INTS = (("g", 4), ("t0", 8), ("nb", 9), ("isa", 1), ("nt", 2))
+def _emit_one(e, kind, nt, P):
+    """qdot8's case: one group."""
+    _emit_group(e, kind, nt, dict(P, corr=offset(kind, e.isa) != 0))
+
+
+def _emit_two(e, kind, nt, P):
+    """qdot16's case: groups g and g + 1 on 512-bit vectors, or one after the other."""
+    Pc = dict(P, corr=offset(kind, e.isa) != 0)
+    if e.isa >= ISA_VNNI and WIDE:
+        _emit_group(e, kind, nt, Pc, wide=True)
+    else:
+        _emit_group(e, kind, nt, Pc)
+        _emit_group(e, kind, nt, dict(Pc, g=e.b.add(P["g"], _c64(1))))
 
 
 @intrinsic
 def qdot16(typingctx, kind, isa, nt, p, g, xq, xd, xc, t0, nb, out):
     """``qdot8`` for groups g and g + 1 together (rows 8g..8g+15): on 512-bit vectors where the
     VNNI path runs on a CPU with AVX-512 VNNI and BW, else the two groups one after the other."""
-    if not _typed(kind, KINDS, isa, nt, g, t0, nb):
-        return None
-    kind_value = kind.literal_value
-    sig = types.void(kind, isa, nt, p, g, xq, xd, xc, t0, nb, out)
-
-    def codegen(context, builder, signature, args):
-        P = _codegen_args(context, builder, signature, args, _PACKED_ARRAYS, _PACKED_INTS)
-
-        def emit(e, n):
-            Pc = dict(P, corr=offset(kind_value, e.isa) != 0)
-            if e.isa >= ISA_VNNI and WIDE:
-                _emit_group(e, kind_value, n, Pc, wide=True)
-            else:
-                _emit_group(e, kind_value, n, Pc)
-                _emit_group(e, kind_value, n, dict(Pc, g=builder.add(P["g"], _c64(1))))
-
-        _emit_paths(builder, P, "qpack16", emit)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return _packed_intrinsic((kind, isa, nt, p, g, xq, xd, xc, t0, nb, out), KINDS, "qpack16", _emit_two)
 
 
 @intrinsic
@@ -312,18 +318,7 @@ def qdot8(typingctx, kind, isa, nt, p, g, xq, xd, xc, t0, nb, out):
     the int8 activation rows ``t0 + i`` (scales ``xd`` and offsets ``xc`` as (blocks, T)) over
     ``nb`` blocks. ``kind`` must be a literal; ``isa`` picks the path at run time (paths the CPU
     lacks fall back to one it has); any other ``nt`` writes nothing."""
-    if not _typed(kind, KINDS, isa, nt, g, t0, nb):
-        return None
-    kind_value = kind.literal_value
-    sig = types.void(kind, isa, nt, p, g, xq, xd, xc, t0, nb, out)
-
-    def codegen(context, builder, signature, args):
-        P = _codegen_args(context, builder, signature, args, _PACKED_ARRAYS, _PACKED_INTS)
-        _emit_paths(builder, P, "qpack",
-                    lambda e, n: _emit_group(e, kind_value, n, dict(P, corr=offset(kind_value, e.isa) != 0)))
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return _packed_intrinsic((kind, isa, nt, p, g, xq, xd, xc, t0, nb, out), KINDS, "qpack", _emit_one)
 
 
 # -- K quants: super-blocks of 256 weights -----------------------------------------------------------
@@ -519,15 +514,5 @@ def qdot8k(typingctx, kind, isa, nt, p, g, xq, xd, xb, t0, nb, out):
     """``qdot8k(kind, isa, nt, p, g, xq, xd, xb, t0, nb, out)``: as ``qdot8`` for the packed K
     kinds (``pack_k``) over ``nb`` super-blocks: ``xd`` the q8_K scales as (super-blocks, T);
     ``xb`` int16 sums per 32 (q4_K) or per 16 (q6_K) as (T, sums)."""
-    if not _typed(kind, KINDS_K, isa, nt, g, t0, nb):
-        return None
-    kind_value = kind.literal_value
-    sig = types.void(kind, isa, nt, p, g, xq, xd, xb, t0, nb, out)
-
-    def codegen(context, builder, signature, args):
-        arrays = tuple(("xb", i) if name == "xc" else (name, i) for name, i in _PACKED_ARRAYS)
-        P = _codegen_args(context, builder, signature, args, arrays, _PACKED_INTS)
-        _emit_paths(builder, P, "qpackk", lambda e, n: _emit_group_k(e, kind_value, n, P))
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return _packed_intrinsic((kind, isa, nt, p, g, xq, xd, xb, t0, nb, out), KINDS_K, "qpackk", _emit_group_k,
+                             sums="xb")
