@@ -32,8 +32,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .qdot import HOST_ISA, ISA_VNNI, TOKEN_CHUNKS, V8F32, V8I32, V16I16, V32I8, _c64, _codegen_args, \
-    _emit_paths, _splat_const
+from .qdot import HOST_ISA, ISA_VNNI, V8F32, V8I32, V16I16, V32I8, _c64, _codegen_args, _emit_paths, \
+    _splat_const
 from .scalar import _HARDWARE_HALF, half_to_float, target_has
 
 ROWS = 8  # rows per group
@@ -185,7 +185,8 @@ def _emit_group(e, kind, nt, P, wide=False):
     gsize = GROUP_SIZE[kind]
     lanes = 16 if wide else 8
     i32t = ir.IntType(32)
-    vi8, vi32, vf = ir.VectorType(ir.IntType(8), 4 * lanes), ir.VectorType(i32t, lanes), ir.VectorType(ir.FloatType(), lanes)
+    vi8, vi32 = ir.VectorType(ir.IntType(8), 4 * lanes), ir.VectorType(i32t, lanes)
+    vf = ir.VectorType(ir.FloatType(), lanes)
     bases = [e.ptr(P["p"], b.mul(P["g"], P["p_s0"]))]
     if wide:
         bases.append(e.ptr(bases[0], P["p_s0"]))
