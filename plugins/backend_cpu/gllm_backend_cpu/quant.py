@@ -443,15 +443,11 @@ def epilogue(out, bias, act):
 # references, these the fast twins a model's weights go through on first use) --------------------
 
 @numba.njit(**_OPTS)
-def pack_rows(data, kind, out):
-    """GGML blocks → qpack's 8-row groups, for q4_0, q5_0, q8_0 (32-weight blocks) and q4_K, q6_K."""
+def pack_rows(data, kind, size, gsize, out):
+    """GGML blocks of ``size`` bytes → qpack's 8-row groups of ``gsize`` bytes per block, for q4_0,
+    q5_0, q8_0 (32-weight blocks) and q4_K, q6_K."""
     groups = out.shape[0]
-    if kind >= 5:
-        size, gsize, nb = (144 if kind == 5 else 210), (1248 if kind == 5 else 1680), data.shape[1] // (144 if kind == 5 else 210)
-    else:
-        size = 18 if kind == 0 else (22 if kind == 2 else 34)
-        gsize = 144 if kind == 0 else (176 if kind == 2 else 272)
-        nb = data.shape[1] // size
+    nb = data.shape[1] // size
     for G in prange(groups):
         for i in range(out.shape[1]):
             out[G, i] = 0
@@ -505,13 +501,11 @@ def pack_rows(data, kind, out):
 
 def packed_copy(kind: int, data: np.ndarray) -> np.ndarray:
     """``qpack.pack`` / ``pack_k`` of ``data`` (rows a multiple of 8), made by ``pack_rows``."""
-    rows = data.shape[0]
-    if kind >= 5:
-        width = data.shape[1] // _qpack.ORIGINAL_SIZE_K[kind] * _qpack.GROUP_SIZE_K[kind]
-    else:
-        width = data.shape[1] // _qpack.ORIGINAL_SIZE[kind] * _qpack.GROUP_SIZE[kind]
-    out = np.empty((rows // 8, width), dtype=U8)
-    pack_rows(np.ascontiguousarray(data), kind, out)
+    k_kind = kind in _qpack.KINDS_K
+    size = (_qpack.ORIGINAL_SIZE_K if k_kind else _qpack.ORIGINAL_SIZE)[kind]
+    gsize = (_qpack.GROUP_SIZE_K if k_kind else _qpack.GROUP_SIZE)[kind]
+    out = np.empty((data.shape[0] // _qpack.ROWS, data.shape[1] // size * gsize), dtype=U8)
+    pack_rows(np.ascontiguousarray(data), kind, size, gsize, out)
     return out
 
 
@@ -536,7 +530,7 @@ class QuantLinear:
         capped at what the CPU has); default: the best one (or ``GLLM_CPU_QUANT_ISA``).
         ``few_tokens``: up to this many tokens the integer kernels run, more go to BLAS tiles;
         below ``serial_work`` weights x tokens they run on the calling thread alone; from
-        ``packed_tokens`` tokens on, q4_0 / q5_0 / q8_0 weights with rows in eights take the
+        ``packed_tokens`` tokens on, q4_0 / q5_0 / q8_0 / q4_K / q6_K weights with rows in eights take the
         kernels of kernels/qpack.py over a repacked copy (made on first use)."""
         self.weight = weight
         self.family, self.kind, self.fmt = KERNELS[weight.quant.name]
@@ -590,7 +584,6 @@ class QuantLinear:
         if bias is not None or act != ACT_NONE:
             epilogue(out, b, act)
         return out
-
 
     def _packed(self, qs, d, sums, bias, act, out):
         if self.packed is None:  # the file's blocks, eight rows interleaved
