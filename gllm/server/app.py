@@ -195,6 +195,7 @@ def create_app(models: Sequence[str], *, client=None, backend: str = "auto", lim
                     if part is not None:
                         await part.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            gc.unfreeze()  # an app served inside a longer-lived process gives its objects back
 
     routes = [
         Route("/health", health, methods=["GET"]),
