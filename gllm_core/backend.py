@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import BadRequestError
+
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 
 
@@ -192,3 +194,28 @@ class KVAttentionPlan:
         self.positions, self.cu_seqlens_q, self.cu_seqlens_k = positions, cu_seqlens_q, cu_seqlens_k
         self.write_slots, self.read_slots = write_slots, read_slots
         self.inv_freq, self.rope_style, self.rope_scale = inv_freq, rope_style, rope_scale
+
+
+def checked_kv_layout(positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, rope_style: str, dtype):
+    """``kv_attention_plan``'s arguments checked for a backend that overrides it: the arrays as
+    flat ``dtype`` (cu_q, cu_k, positions, write, read or None), the cache rows attention reads
+    (``read``, or ``write`` when every sequence starts in this pass), the number of new tokens and
+    the largest slot. Raises BadRequestError when they do not describe the same packed sequences."""
+    if rope_style not in ("neox", "interleaved"):
+        raise BadRequestError(f"kv_attention_plan: unknown rope style {rope_style!r} (neox or interleaved)")
+    cu_q, cu_k, pos, write = (np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+                              for a in (cu_seqlens_q, cu_seqlens_k, positions, write_slots))
+    read = None if read_slots is None else np.ascontiguousarray(read_slots, dtype=dtype).reshape(-1)
+    tokens = int(cu_q[-1]) if cu_q.size else -1
+    lq, lk = np.diff(cu_q), np.diff(cu_k)
+    if (cu_q.size < 2 or cu_q.shape != cu_k.shape or cu_q[0] != 0 or cu_k[0] != 0 or np.any(lq < 0)
+            or np.any(lk < lq) or pos.shape[0] != tokens or write.shape[0] != tokens
+            or (read is None and not np.array_equal(cu_q, cu_k))
+            or (read is not None and read.shape[0] != cu_k[-1])):
+        raise BadRequestError("kv_attention_plan: positions, cu_seqlens and cache slots do not describe "
+                              "the same packed sequences")
+    rows = write if read is None else read
+    if (write.size and int(write.min()) < 0) or (rows.size and int(rows.min()) < 0):
+        raise BadRequestError("kv_attention_plan: negative KV-cache slot")
+    max_slot = max(int(write.max()) if write.size else -1, int(rows.max()) if rows.size else -1)
+    return cu_q, cu_k, pos, write, read, rows, tokens, max_slot

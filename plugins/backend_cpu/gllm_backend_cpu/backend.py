@@ -19,7 +19,7 @@ import weakref
 import numba
 import numpy as np
 
-from gllm_core.backend import KVAttentionPlan
+from gllm_core.backend import KVAttentionPlan, checked_kv_layout
 from gllm_core.backends.numpy_backend import NumpyBackend, NumpyMatrix
 from gllm_core.errors import BadRequestError
 from gllm_core.weights import WeightMatrix, WeightVector
@@ -421,29 +421,14 @@ class NumbaBackend(NumpyBackend):
 
     def kv_attention_plan(self, positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq=None,
                           rope_style="neox", rope_scale=1.0):
-        if rope_style not in ("neox", "interleaved"):
-            raise BadRequestError(f"unknown rope style {rope_style!r} (expected 'neox' or 'interleaved')")
-        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=np.int64).reshape(-1)
-        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=np.int64).reshape(-1)
-        positions = np.ascontiguousarray(positions, dtype=np.int64).reshape(-1)
-        write = np.ascontiguousarray(write_slots, dtype=np.int64).reshape(-1)
-        read = None if read_slots is None else np.ascontiguousarray(read_slots, dtype=np.int64).reshape(-1)
-        tokens = int(cu_q[-1]) if cu_q.size else -1
+        cu_q, cu_k, positions, write, read, rows, tokens, max_slot = checked_kv_layout(
+            positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, rope_style, np.int64)
         lq, lk = np.diff(cu_q), np.diff(cu_k)
-        if (cu_q.size < 2 or cu_q.shape != cu_k.shape or cu_q[0] != 0 or cu_k[0] != 0 or np.any(lq < 0)
-                or np.any(lk < lq) or positions.shape[0] != tokens or write.shape[0] != tokens
-                or (read is None and not np.array_equal(cu_q, cu_k))
-                or (read is not None and read.shape[0] != cu_k[-1])):
-            raise BadRequestError("kv_attention_plan: positions, cu_seqlens and cache slots do not describe "
-                                  "the same packed sequences")
-        rows = write if read is None else read
-        if write.size and (int(write.min()) < 0 or (rows.size and int(rows.min()) < 0)):
-            raise BadRequestError("kv_attention_plan: negative KV-cache slot")
         freqs = _EMPTY if inv_freq is None else _f32(inv_freq).reshape(-1)
         plan = CpuAttentionPlan(positions, cu_q, cu_k, write, read, inv_freq, rope_style, rope_scale)
         plan.tokens, plan.rows, plan.freqs = tokens, rows, freqs
         plan.interleaved = rope_style == "interleaved"
-        plan.max_slot = max(int(write.max()) if write.size else -1, int(rows.max()) if rows.size else -1)
+        plan.max_slot = max_slot
         plan.work = int((lq * lk).sum())  # (query, key) pairs
         # a few query positions per sequence (decode steps): never the tiled path, so one kernel
         plan.fused = tokens > 0 and int(lq.max()) < _attn.TILED_ROWS

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gllm_core.backend import Backend, KVAttentionPlan
+from gllm_core.backend import Backend, KVAttentionPlan, checked_kv_layout
 from gllm_core.errors import BadRequestError, BackendUnavailableError
 from gllm_core.weights import WeightMatrix, WeightVector
 
@@ -1198,28 +1198,12 @@ class OpenCLBackend(Backend):
     # -- attention through the KV cache: RoPE, the cache writes and attention in two launches ----
     def kv_attention_plan(self, positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq=None,
                           rope_style="neox", rope_scale=1.0):
-        if rope_style not in ("neox", "interleaved"):
-            raise BadRequestError(f"kv_attention_plan: unknown rope style {rope_style!r} (neox or interleaved)")
-        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=_I32).reshape(-1)
-        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=_I32).reshape(-1)
-        pos = np.ascontiguousarray(positions, dtype=_I32).reshape(-1)
-        write = np.ascontiguousarray(write_slots, dtype=_I32).reshape(-1)
-        read = None if read_slots is None else np.ascontiguousarray(read_slots, dtype=_I32).reshape(-1)
-        tokens = int(cu_q[-1]) if cu_q.size else -1
-        lq, lk = np.diff(cu_q), np.diff(cu_k)
-        if (cu_q.size < 2 or cu_q.shape != cu_k.shape or cu_q[0] != 0 or cu_k[0] != 0 or np.any(lq < 0)
-                or np.any(lk < lq) or pos.shape[0] != tokens or write.shape[0] != tokens
-                or (read is None and not np.array_equal(cu_q, cu_k))
-                or (read is not None and read.shape[0] != cu_k[-1])):
-            raise BadRequestError("kv_attention_plan: positions, cu_seqlens and cache slots do not describe "
-                                  "the same packed sequences")
-        rows = write if read is None else read
-        if (write.size and int(write.min()) < 0) or (rows.size and int(rows.min()) < 0):
-            raise BadRequestError("kv_attention_plan: negative KV-cache slot")
+        cu_q, cu_k, pos, write, read, _, tokens, max_slot = checked_kv_layout(
+            positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, rope_style, _I32)
         plan = OpenCLAttentionPlan(positions, cu_seqlens_q, cu_seqlens_k, write_slots, read_slots, inv_freq,
                                    rope_style, rope_scale)
         plan.tokens, plan.cu_q, plan.cu_k = tokens, cu_q, cu_k
-        plan.max_slot = max(int(write.max()) if write.size else -1, int(rows.max()) if rows.size else -1)
+        plan.max_slot = max_slot
         plan.freqs = None if inv_freq is None else np.ascontiguousarray(inv_freq, dtype=_F32).reshape(-1)
         plan.attn = {}  # attention's work-group layout, made by the first layer, freed with the plan
         if tokens > 0:  # uploaded once per forward pass (every layer reads them), freed with the plan
